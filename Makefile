@@ -1,0 +1,30 @@
+# `make train` and `make test` create .venv on first use and install the project into it.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARGS ?=
+
+.PHONY: train test lint format benchmark clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+train: $(VENV)/.installed
+	$(BIN)/jax-softmax train $(ARGS)
+
+test: $(VENV)/.installed
+	$(BIN)/python -m pytest
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check jax_softmax tests scripts
+	$(BIN)/ruff format --check jax_softmax tests scripts
+
+format: $(VENV)/.installed
+	$(BIN)/ruff format jax_softmax tests scripts
+	$(BIN)/ruff check --fix jax_softmax tests scripts
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

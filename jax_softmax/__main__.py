@@ -1,0 +1,3 @@
+from jax_softmax.cli import main_entry
+
+main_entry()

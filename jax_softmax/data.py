@@ -1,0 +1,340 @@
+"""MNIST: a checked reader for the canonical IDX files, and the tfds download path.
+
+``load_mnist`` reads the four IDX files from a directory when one is given, and
+otherwise asks tensorflow-datasets for MNIST (downloading and caching it on first
+use). The split is fixed: the first 54,000 images of the official training set
+train, the last 6,000 validate, and the official 10,000 test images test.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import socket
+import urllib.parse
+import zlib
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+NUM_FEATURES = 784
+NUM_CLASSES = 10
+VALIDATION_SIZE = 6_000
+
+IDX_DTYPES = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+# file stem -> (shape, SHA-256 of the decompressed bytes)
+MNIST_FILES = {
+    "train-images-idx3-ubyte": (
+        (60_000, 28, 28),
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    ),
+    "train-labels-idx1-ubyte": (
+        (60_000,),
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    ),
+    "t10k-images-idx3-ubyte": (
+        (10_000, 28, 28),
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    ),
+    "t10k-labels-idx1-ubyte": (
+        (10_000,),
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    ),
+}
+
+DATA_DIR_ENV = "JAX_SOFTMAX_DATA_DIR"
+
+
+class IdxError(ValueError):
+    """An IDX file is missing, malformed, or not the file it claims to be."""
+
+
+class DataNotFoundError(RuntimeError):
+    """MNIST could be found neither in a directory nor through tensorflow-datasets."""
+
+
+class Split(NamedTuple):
+    """One part of the data set.
+
+    Attributes:
+      x: images, ``[n, 784]`` float32 in ``[0, 1]``.
+      y: labels, ``[n]`` int32 in ``[0, 10)``.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+
+
+class Mnist(NamedTuple):
+    """MNIST split into 54,000 train, 6,000 validation and 10,000 test examples."""
+
+    train: Split
+    validation: Split
+    test: Split
+
+
+def _read_bytes(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        head = f.read(2)
+        f.seek(0)
+        if head != b"\x1f\x8b":
+            return f.read()
+        try:
+            return gzip.GzipFile(fileobj=f).read()
+        except (OSError, EOFError, zlib.error) as e:
+            raise IdxError(f"{path}: corrupt gzip stream ({e})") from None
+
+
+def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
+    """Decodes the bytes of an IDX file into an array of its declared shape.
+
+    Raises:
+      IdxError: naming ``name``, for a bad magic number, an unknown element type, a
+        zero dimension count, or a length that does not match the header.
+    """
+    if len(data) < 4:
+        raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX header")
+    if data[0] != 0 or data[1] != 0:
+        raise IdxError(
+            f"{name}: bad magic number 0x{data[:4].hex()} (an IDX file starts with two zero bytes)"
+        )
+    type_code, ndim = data[2], data[3]
+    if type_code not in IDX_DTYPES:
+        raise IdxError(f"{name}: unknown IDX element type 0x{type_code:02x}")
+    if ndim == 0:
+        raise IdxError(f"{name}: IDX header declares zero dimensions")
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise IdxError(f"{name}: truncated header ({len(data)} bytes, {ndim} dimensions need {header})")
+    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
+    dtype = IDX_DTYPES[type_code]
+    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) != expected:
+        problem = "truncated" if len(data) < expected else "has trailing bytes"
+        raise IdxError(
+            f"{name}: {problem}: header declares shape {shape} ({expected} bytes), file has {len(data)}"
+        )
+    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+
+
+def read_idx(
+    path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None, sha256: str | None = None
+) -> np.ndarray:
+    """Reads an IDX file, gzip-compressed or raw.
+
+    Args:
+      path: the file.
+      expected_shape: if given, the shape the file must declare.
+      sha256: if given, the SHA-256 the decompressed bytes must have.
+
+    Returns:
+      The array, in native byte order.
+
+    Raises:
+      IdxError: naming the file and the problem.
+    """
+    path = Path(path)
+    try:
+        data = _read_bytes(path)
+    except FileNotFoundError:
+        raise IdxError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise IdxError(f"{path}: is a directory, not an IDX file") from None
+    array = parse_idx(data, str(path))
+    if expected_shape is not None and array.shape != tuple(expected_shape):
+        raise IdxError(f"{path}: shape {array.shape}, expected {tuple(expected_shape)}")
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise IdxError(f"{path}: content differs from the canonical MNIST file (SHA-256 mismatch)")
+    return array
+
+
+def _find(data_dir: Path, stem: str) -> Path:
+    for candidate in (data_dir / f"{stem}.gz", data_dir / stem):
+        if candidate.is_file():
+            return candidate
+    raise IdxError(f"{data_dir}: neither {stem}.gz nor {stem} is there")
+
+
+def _check_pair(images: np.ndarray, labels: np.ndarray, source: str) -> None:
+    if images.ndim != 3 or images.shape[1:] != (28, 28) or images.dtype != np.uint8:
+        raise IdxError(f"{source}: images must be uint8 [n, 28, 28], got {images.dtype} {images.shape}")
+    if labels.ndim != 1 or labels.dtype != np.uint8:
+        raise IdxError(f"{source}: labels must be uint8 [n], got {labels.dtype} {labels.shape}")
+    if len(images) != len(labels):
+        raise IdxError(f"{source}: {len(images)} images but {len(labels)} labels")
+    if labels.size and labels.max() >= NUM_CLASSES:
+        bad = int(np.argmax(labels >= NUM_CLASSES))
+        raise IdxError(f"{source}: label {labels[bad]} at index {bad} is outside 0-9")
+
+
+def read_mnist_dir(data_dir: str | os.PathLike, *, verify: bool = True) -> dict[str, np.ndarray]:
+    """Reads the four MNIST IDX files from ``data_dir``.
+
+    Args:
+      data_dir: directory holding ``train-images-idx3-ubyte[.gz]`` and the other three.
+      verify: check each file's shape and the SHA-256 of its decompressed content
+        against the canonical MNIST files.
+
+    Returns:
+      ``{"train_images", "train_labels", "test_images", "test_labels"}``: images
+      uint8 ``[n, 28, 28]``, labels uint8 ``[n]``.
+
+    Raises:
+      IdxError: for a missing or malformed file, naming it.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.is_dir():
+        raise IdxError(f"{data_dir}: not a directory")
+    arrays = {}
+    for stem, (shape, digest) in MNIST_FILES.items():
+        path = _find(data_dir, stem)
+        arrays[stem] = read_idx(path, shape if verify else None, digest if verify else None)
+    out = {
+        "train_images": arrays["train-images-idx3-ubyte"],
+        "train_labels": arrays["train-labels-idx1-ubyte"],
+        "test_images": arrays["t10k-images-idx3-ubyte"],
+        "test_labels": arrays["t10k-labels-idx1-ubyte"],
+    }
+    _check_pair(out["train_images"], out["train_labels"], f"{data_dir} (training files)")
+    _check_pair(out["test_images"], out["test_labels"], f"{data_dir} (test files)")
+    return out
+
+
+def default_tfds_data_dir() -> Path:
+    """Where tensorflow-datasets keeps its data: ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``."""
+    return Path(os.environ.get("TFDS_DATA_DIR", Path.home() / "tensorflow_datasets"))
+
+
+def download_mnist(tfds_data_dir: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """Fetches the four MNIST files with tensorflow-datasets' download manager.
+
+    The files land in tensorflow-datasets' download cache (``<data dir>/downloads``),
+    checked against the sizes and SHA-256 sums that tensorflow-datasets registers for
+    MNIST; a second call finds them there and downloads nothing. TensorFlow itself
+    is not needed: the IDX files are parsed by :func:`read_idx`.
+
+    Args:
+      tfds_data_dir: tensorflow-datasets' data directory (its default if ``None``).
+      download: allow a download; if ``False`` only the cache is consulted.
+
+    Returns:
+      A directory holding the four ``.gz`` files, ready for :func:`read_mnist_dir`.
+
+    Raises:
+      DataNotFoundError: tensorflow-datasets is missing, or the download failed.
+    """
+    try:
+        import tensorflow_datasets as tfds
+        from tensorflow_datasets.image_classification.mnist import MNIST
+    except ImportError as e:
+        raise DataNotFoundError(_not_found_message(f"tensorflow-datasets is not importable: {e}")) from None
+    root = Path(tfds_data_dir) if tfds_data_dir is not None else default_tfds_data_dir()
+    cache = root / "downloads" / "jax_softmax_mnist"
+    if all((cache / f"{stem}.gz").is_file() for stem in MNIST_FILES):
+        return cache
+    if not download:
+        raise DataNotFoundError(_not_found_message(f"not in the tensorflow-datasets cache {cache}"))
+    host = urllib.parse.urlsplit(MNIST.URL).hostname
+    try:
+        # Fail at once when offline rather than after the download's retries and backoff.
+        socket.getaddrinfo(host, None)
+    except OSError as e:
+        raise DataNotFoundError(_not_found_message(f"cannot reach {host} to download it: {e}")) from None
+    manager = tfds.download.DownloadManager(
+        download_dir=root / "downloads", dataset_name="mnist", url_infos=MNIST.url_infos
+    )
+    urls = {stem: urllib.parse.urljoin(MNIST.URL, f"{stem}.gz") for stem in MNIST_FILES}
+    try:
+        paths = manager.download(urls)
+    except Exception as e:  # urllib, requests and tfds raise many types when offline
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DataNotFoundError(
+            _not_found_message(f"tensorflow-datasets could not download it: {reason}")
+        ) from None
+    cache.mkdir(parents=True, exist_ok=True)
+    for stem, path in paths.items():
+        tmp = cache / f".{stem}.gz.tmp"
+        shutil.copyfile(path, tmp)
+        os.replace(tmp, cache / f"{stem}.gz")
+    return cache
+
+
+def _not_found_message(reason: str) -> str:
+    return (
+        f"MNIST not found ({reason}). Either pass --data-dir DIR (or set {DATA_DIR_ENV}) "
+        "to a directory with the four IDX files train-images-idx3-ubyte.gz, "
+        "train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz, "
+        "or connect to the network so tensorflow-datasets can download MNIST"
+    )
+
+
+def to_features(images: np.ndarray) -> np.ndarray:
+    """uint8 images ``[n, 28, 28]`` to float32 features ``[n, 784]`` in ``[0, 1]``."""
+    return images.reshape(len(images), -1).astype(np.float32) / np.float32(255.0)
+
+
+def load_mnist_uint8(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    tfds_data_dir: str | None = None,
+    download: bool = True,
+    verify: bool = True,
+) -> Mnist:
+    """Like :func:`load_mnist`, with the pixels left as uint8 ``[n, 784]`` in 0-255."""
+    if data_dir is not None:
+        arrays = read_mnist_dir(data_dir, verify=verify)
+    else:
+        arrays = read_mnist_dir(download_mnist(tfds_data_dir, download=download), verify=verify)
+    train_x = arrays["train_images"].reshape(-1, NUM_FEATURES)
+    train_y = arrays["train_labels"].astype(np.int32)
+    test_x = arrays["test_images"].reshape(-1, NUM_FEATURES)
+    test_y = arrays["test_labels"].astype(np.int32)
+    cut = len(train_x) - VALIDATION_SIZE
+    return Mnist(
+        train=Split(train_x[:cut], train_y[:cut]),
+        validation=Split(train_x[cut:], train_y[cut:]),
+        test=Split(test_x, test_y),
+    )
+
+
+def load_mnist(
+    data_dir: str | os.PathLike | None = None,
+    *,
+    tfds_data_dir: str | None = None,
+    download: bool = True,
+    verify: bool = True,
+) -> Mnist:
+    """Loads MNIST as 54,000 train / 6,000 validation / 10,000 test examples.
+
+    The validation set is the last 6,000 images of the official training set (no
+    shuffling, so every run and every tool sees the same split).
+
+    Args:
+      data_dir: a directory with the four canonical IDX files (gzip or raw). If
+        ``None``, tensorflow-datasets provides MNIST.
+      tfds_data_dir: tensorflow-datasets' data directory, whose download cache
+        keeps the files (``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets`` if ``None``).
+      download: let tensorflow-datasets download MNIST if it is not cached.
+      verify: check the IDX files' shapes and content hashes.
+
+    Returns:
+      ``Mnist`` of ``Split(x, y)``: ``x`` float32 ``[n, 784]`` in ``[0, 1]``,
+      ``y`` int32 ``[n]``.
+
+    Raises:
+      IdxError: a file in ``data_dir`` is missing or malformed.
+      DataNotFoundError: no ``data_dir`` and tensorflow-datasets cannot provide MNIST.
+    """
+    raw = load_mnist_uint8(data_dir, tfds_data_dir=tfds_data_dir, download=download, verify=verify)
+    return Mnist(*(Split(to_features(s.x), s.y) for s in raw))

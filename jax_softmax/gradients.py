@@ -1,0 +1,151 @@
+"""Gradients of the loss, by hand and by ``jax.grad``, and the update step.
+
+The manual gradient follows from the derivation. With ``z = x w + b`` and
+``P = softmax(z)``, the loss of one example is ``-log P[y] = -z[y] + logsumexp(z)``,
+so ``dL/dz = P - onehot(y)``. The chain rule through ``z = x w + b`` gives, for a
+batch ``B``::
+
+    dL/dw = x^T (P - onehot(y)) / |B|  (+ l2 * w)
+    dL/db = mean over the batch of (P - onehot(y))
+
+Gradient descent *subtracts* this: ``w <- w - lr * dL/dw``. Subtracting
+``x^T (onehot(y) - P)`` instead is a step up the loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.typing import ArrayLike
+
+from jax_softmax.model import PRECISION, Params, logits, loss
+
+GradMode = Literal["autodiff", "manual"]
+GRAD_MODES: tuple[str, ...] = ("autodiff", "manual")
+
+
+def manual_value_and_grad(
+    params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0
+) -> tuple[jax.Array, Params]:
+    """The loss and its gradient in closed form, sharing one forward pass.
+
+    Args:
+      params: model parameters.
+      x: inputs, ``[batch, num_features]``.
+      y: integer labels, ``[batch]``.
+      l2: strength of the L2 penalty on the weights.
+
+    Returns:
+      ``(loss, grads)`` with ``grads`` shaped like ``params``.
+    """
+    x = jnp.asarray(x, params.w.dtype)
+    y = jnp.asarray(y)
+    z = logits(params, x)
+    log_p = jax.nn.log_softmax(z, axis=-1)
+    num_classes = z.shape[-1]
+    onehot = jax.nn.one_hot(y, num_classes, dtype=z.dtype)
+    batch = z.shape[0]
+    value = -jnp.sum(onehot * log_p) / batch + 0.5 * l2 * jnp.sum(params.w * params.w)
+    delta = (jnp.exp(log_p) - onehot) / batch
+    grad_w = jnp.matmul(x.T, delta, precision=PRECISION) + l2 * params.w
+    grad_b = jnp.sum(delta, axis=0)
+    return value, Params(w=grad_w, b=grad_b)
+
+
+def manual_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> Params:
+    """Gradient of :func:`jax_softmax.loss` from the closed form, without autodiff.
+
+    Args:
+      params: model parameters.
+      x: inputs, ``[batch, num_features]``.
+      y: integer labels, ``[batch]``.
+      l2: strength of the L2 penalty on the weights.
+
+    Returns:
+      ``Params`` of gradients: ``w`` ``[num_features, num_classes]``, ``b`` ``[num_classes]``.
+    """
+    return manual_value_and_grad(params, x, y, l2)[1]
+
+
+def autodiff_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> Params:
+    """Gradient of :func:`jax_softmax.loss` by ``jax.grad``; same shapes as ``params``."""
+    return jax.grad(loss)(params, x, y, l2)
+
+
+def value_and_grad_fn(grad: GradMode) -> Callable[..., tuple[jax.Array, Params]]:
+    """``(params, x, y, l2) -> (loss, grads)`` for the chosen gradient mode."""
+    if grad == "autodiff":
+        return jax.value_and_grad(loss)
+    if grad == "manual":
+        return manual_value_and_grad
+    raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+
+
+OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
+    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
+    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
+    "adam": optax.adam,
+    "adamw": optax.adamw,
+    "adagrad": optax.adagrad,
+    "rmsprop": optax.rmsprop,
+}
+"""Optimizers other than plain SGD, by name, each built from a learning rate."""
+
+
+def make_optimizer(name: str, lr: float) -> optax.GradientTransformation | None:
+    """The optax optimizer called ``name``, or ``None`` for plain SGD (``"sgd"``).
+
+    Raises:
+      ValueError: for an unknown name.
+    """
+    if name == "sgd":
+        return None
+    if name not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {('sgd', *OPTIMIZERS)}, got {name!r}")
+    return OPTIMIZERS[name](lr)
+
+
+def make_update(
+    grad: GradMode = "autodiff",
+    optimizer: optax.GradientTransformation | None = None,
+    *,
+    l2: float = 0.0,
+) -> Callable:
+    """A jit-compiled training step.
+
+    With ``optimizer=None`` the step is plain SGD,
+    ``step(params, x, y, lr) -> params`` with ``params - lr * grad``. With an optax
+    ``GradientTransformation`` the optimizer's state is threaded explicitly:
+    ``step(params, opt_state, x, y) -> (params, opt_state)``, with the state from
+    ``optimizer.init(params)``. Either step compiles once per input shape and dtype.
+
+    Args:
+      grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (the closed form).
+      optimizer: an optax optimizer, or ``None`` for plain SGD.
+      l2: strength of the L2 penalty on the weights.
+
+    Raises:
+      ValueError: for an unknown gradient mode.
+    """
+    grad_fn = value_and_grad_fn(grad)
+
+    if optimizer is None:
+
+        @jax.jit
+        def sgd_step(params: Params, x: ArrayLike, y: ArrayLike, lr: ArrayLike) -> Params:
+            _, grads = grad_fn(params, x, y, l2)
+            return jax.tree.map(lambda p, g: (p - lr * g).astype(p.dtype), params, grads)
+
+        return sgd_step
+
+    @jax.jit
+    def optax_step(params: Params, opt_state, x: ArrayLike, y: ArrayLike):
+        _, grads = grad_fn(params, x, y, l2)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state
+
+    return optax_step

@@ -1,0 +1,225 @@
+"""Mini-batch training: each epoch is one compiled ``lax.scan`` over the batches."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.typing import ArrayLike, DTypeLike
+
+from jax_softmax.gradients import GRAD_MODES, GradMode, make_optimizer, value_and_grad_fn
+from jax_softmax.model import Params, init_params, logits, loss
+
+# Defaults that reach about 92.3% test accuracy on MNIST in 20 epochs. Batch 200 is
+# the one in the question this project answers; its learning rate 0.1 also works
+# but needs more epochs to pass 92%.
+DEFAULT_EPOCHS = 20
+DEFAULT_BATCH_SIZE = 200
+DEFAULT_LR = 0.5
+DEFAULT_INIT_SCALE = 0.01
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochMetrics:
+    """What one epoch of :func:`fit` measured.
+
+    Attributes:
+      epoch: 1-based epoch number.
+      train_loss: mean of the mini-batch losses seen during the epoch.
+      val_loss: loss on the validation set after the epoch (NaN without one).
+      val_accuracy: accuracy on the validation set after the epoch (NaN without one).
+      seconds: wall time of the epoch, evaluation included, compilation excluded.
+    """
+
+    epoch: int
+    train_loss: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float
+
+
+@dataclasses.dataclass
+class History:
+    """Per-epoch metrics of a :func:`fit` run and its compilation time."""
+
+    epochs: list[EpochMetrics] = dataclasses.field(default_factory=list)
+    compile_seconds: float = 0.0
+
+
+@jax.jit
+def evaluate(params: Params, x: ArrayLike, y: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """Mean negative log-likelihood and accuracy of ``params`` on ``(x, y)``.
+
+    Args:
+      params: model parameters.
+      x: inputs, ``[n, num_features]``.
+      y: integer labels, ``[n]``.
+
+    Returns:
+      ``(loss, accuracy)``, two scalars.
+    """
+    z = logits(params, x)
+    return loss(params, x, y), jnp.mean(jnp.argmax(z, axis=-1) == y)
+
+
+def _epoch(
+    params: Params,
+    opt_state,
+    key: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    lr: jax.Array,
+    *,
+    batch_size: int,
+    grad: GradMode,
+    optimizer: optax.GradientTransformation | None,
+    l2: float,
+):
+    """One pass over a fresh permutation of ``(x, y)``; the remainder batch is dropped."""
+    grad_fn = value_and_grad_fn(grad)
+    num_batches = x.shape[0] // batch_size
+    order = jax.random.permutation(key, x.shape[0])[: num_batches * batch_size]
+
+    def step(carry, batch_idx):
+        params, opt_state = carry
+        value, grads = grad_fn(params, x[batch_idx], y[batch_idx], l2)
+        if optimizer is None:
+            params = jax.tree.map(lambda p, g: (p - lr * g).astype(p.dtype), params, grads)
+        else:
+            updates, opt_state = optimizer.update(grads, opt_state, params)
+            params = optax.apply_updates(params, updates)
+        return (params, opt_state), value
+
+    (params, opt_state), losses = jax.lax.scan(
+        step, (params, opt_state), order.reshape(num_batches, batch_size)
+    )
+    return params, opt_state, jnp.mean(losses)
+
+
+def _check_split(name: str, split: Sequence[ArrayLike], num_features: int | None) -> tuple:
+    if len(split) != 2:
+        raise ValueError(f"{name} must be an (x, y) pair, got {len(split)} items")
+    x, y = np.asarray(split[0]), np.asarray(split[1])
+    if x.ndim != 2:
+        raise ValueError(f"{name} x must be [n, num_features], got shape {x.shape}")
+    if num_features is not None and x.shape[1] != num_features:
+        raise ValueError(f"{name} x has {x.shape[1]} features, expected {num_features}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"{name} y must have shape ({x.shape[0]},) to match x, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name} y must hold integer labels, got dtype {y.dtype}")
+    return x, y
+
+
+def fit(
+    train: Sequence[ArrayLike],
+    validation: Sequence[ArrayLike] | None = None,
+    *,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    lr: float = DEFAULT_LR,
+    grad: GradMode = "autodiff",
+    optimizer: str | optax.GradientTransformation = "sgd",
+    l2: float = 0.0,
+    init_scale: float = DEFAULT_INIT_SCALE,
+    seed: int = 0,
+    dtype: DTypeLike = jnp.float32,
+    num_classes: int = 10,
+    params: Params | None = None,
+    callback: Callable[[EpochMetrics, Params], None] | None = None,
+) -> tuple[Params, History]:
+    """Trains softmax regression with mini-batch gradient descent.
+
+    Each epoch shuffles the training set with a fresh key split from ``seed`` and
+    runs one compiled ``jax.lax.scan`` over its ``len(x) // batch_size`` batches.
+    The training set is put on the device once.
+
+    Args:
+      train: ``(x, y)``: inputs ``[n, num_features]`` float, labels ``[n]`` int.
+      validation: an optional ``(x, y)`` evaluated after every epoch.
+      epochs: number of passes over the training set.
+      batch_size: examples per step.
+      lr: learning rate.
+      grad: ``"autodiff"`` or ``"manual"``.
+      optimizer: ``"sgd"`` (plain ``params - lr * grad``), another name from
+        :data:`jax_softmax.gradients.OPTIMIZERS`, or an optax optimizer.
+      l2: strength of the L2 penalty on the weights.
+      init_scale: standard deviation of the initial weights (0 for zeros).
+      seed: seeds the initial weights and the shuffling.
+      dtype: floating dtype of the parameters and computation.
+      num_classes: number of classes.
+      params: start from these parameters instead of a fresh initialisation.
+      callback: called as ``callback(metrics, params)`` after every epoch.
+
+    Returns:
+      ``(params, history)``.
+
+    Raises:
+      ValueError, TypeError: for malformed data or hyperparameters, naming them.
+    """
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be finite and > 0, got {lr!r}")
+    if not (np.isfinite(l2) and l2 >= 0):
+        raise ValueError(f"l2 must be finite and >= 0, got {l2!r}")
+    dtype = jnp.dtype(dtype)
+    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
+    x_train, y_train = _check_split("train", train, None if params is None else params.w.shape[0])
+    if not isinstance(batch_size, int) or not 1 <= batch_size <= len(x_train):
+        raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {batch_size!r}")
+    if validation is not None:
+        x_val, y_val = _check_split("validation", validation, x_train.shape[1])
+
+    key = jax.random.key(seed)
+    init_key, shuffle_key = jax.random.split(key)
+    if params is None:
+        params = init_params(init_key, x_train.shape[1], num_classes, scale=init_scale, dtype=dtype)
+    transform = make_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
+    opt_state = () if transform is None else transform.init(params)
+
+    x_train = jax.device_put(jnp.asarray(x_train, dtype))
+    y_train = jax.device_put(jnp.asarray(y_train, jnp.int32))
+    if validation is not None:
+        x_val = jax.device_put(jnp.asarray(x_val, dtype))
+        y_val = jax.device_put(jnp.asarray(y_val, jnp.int32))
+    lr_array = jnp.asarray(lr, dtype)
+
+    epoch_fn = jax.jit(
+        partial(_epoch, batch_size=batch_size, grad=grad, optimizer=transform, l2=l2),
+        donate_argnums=(0, 1),
+    )
+    start = time.perf_counter()
+    compiled = epoch_fn.lower(params, opt_state, shuffle_key, x_train, y_train, lr_array).compile()
+    if validation is not None:
+        evaluate.lower(params, x_val, y_val).compile()
+    history = History(compile_seconds=time.perf_counter() - start)
+
+    for epoch in range(1, epochs + 1):
+        start = time.perf_counter()
+        shuffle_key, epoch_key = jax.random.split(shuffle_key)
+        params, opt_state, train_loss = compiled(params, opt_state, epoch_key, x_train, y_train, lr_array)
+        if validation is not None:
+            val_loss, val_acc = evaluate(params, x_val, y_val)
+        else:
+            val_loss = val_acc = jnp.nan
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=float(train_loss),
+            val_loss=float(val_loss),
+            val_accuracy=float(val_acc),
+            seconds=time.perf_counter() - start,
+        )
+        history.epochs.append(metrics)
+        if callback is not None:
+            callback(metrics, params)
+    return params, history

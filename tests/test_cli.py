@@ -1,0 +1,73 @@
+"""The command line: end to end on real MNIST, --json, and one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from jax_softmax.cli import main
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("grad", ["autodiff", "manual"])
+def test_default_training_reaches_92_percent_on_mnist(mnist_dir, grad, capsys):
+    assert main(["train", "--data-dir", str(mnist_dir), "--grad", grad, "--json"]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)  # stdout holds exactly one JSON object
+    print(
+        f"{grad}: test accuracy {result['test_accuracy']:.4f}, compile {result['compile_seconds']:.2f} s",
+        file=sys.stderr,
+    )
+    assert result["grad"] == grad and result["batch_size"] == 200
+    assert len(result["epochs"]) == 20
+    assert set(result["epochs"][0]) == {"epoch", "train_loss", "val_loss", "val_accuracy", "seconds"}
+    assert result["test_accuracy"] >= 0.92
+    assert "epoch  20/20" in err
+
+
+def test_human_output_and_float64(mnist_dir, capsys):
+    assert main(["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--dtype", "float64"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch   1/1" in out and "test accuracy" in out
+    accuracy = float(out.split("test accuracy")[1].split("%")[0])
+    assert accuracy > 85
+
+
+def run_cli(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "jax_softmax", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **(env or {})},
+    )
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--lr", "0"], "--lr: must be a finite number > 0"),
+        (["train", "--lr", "nan"], "--lr: must be a finite number > 0"),
+        (["train", "--epochs", "0"], "--epochs: must be an integer >= 1"),
+        (["train", "--batch-size", "x"], "--batch-size: invalid integer value"),
+        (["train", "--grad", "numeric"], "--grad: invalid choice"),
+        (["train", "--bogus"], "unrecognized arguments: --bogus"),
+        (["train", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist: not a directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(args, message):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""
+
+
+def test_batch_larger_than_the_training_set(mnist_dir):
+    result = run_cli("train", "--data-dir", str(mnist_dir), "--batch-size", "54001")
+    assert result.returncode == 2
+    assert "larger than the training set (54000 examples)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,144 @@
+"""The IDX reader, load_mnist on real and written files, and the tfds download path."""
+
+import functools
+import gzip
+import http.server
+import threading
+
+import numpy as np
+import pytest
+from idx_files import idx_bytes, write_idx, write_mnist_like
+
+import jax_softmax as js
+from jax_softmax import data
+
+
+@pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
+@pytest.mark.parametrize(
+    "array",
+    [
+        np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4),
+        np.array([5, 0, 9], np.uint8),
+        np.array([[1, -2], [300, 4]], np.int32),
+        np.array([0.5, -1.25], np.float32),
+    ],
+    ids=["uint8-3d", "uint8-1d", "int32", "float32"],
+)
+def test_idx_round_trip(tmp_path, compress, array):
+    code = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}[array.dtype.type]
+    path = write_idx(tmp_path / "f.idx", array, compress=compress, type_code=code)
+    read = js.read_idx(path)
+    assert read.dtype == array.dtype and read.shape == array.shape
+    np.testing.assert_array_equal(read, array)
+
+
+GOOD = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x00\x01\x08\x02" + GOOD[4:], "bad magic number"),
+        (b"\x08\x03", "too short"),
+        (GOOD[:2] + b"\x07" + GOOD[3:], "unknown IDX element type"),
+        (GOOD[:3] + b"\x00" + GOOD[4:], "zero dimensions"),
+        (GOOD[:6], "truncated header"),
+        (GOOD[:-1], "truncated"),
+        (GOOD + b"\x00", "trailing bytes"),
+        (gzip.compress(GOOD)[:-6], "corrupt gzip"),
+        (gzip.compress(GOOD)[:10] + b"garbage" * 10, "corrupt gzip"),
+        (b"%PDF-1.4 not an idx file", "bad magic number"),
+    ],
+    ids=["magic", "short", "type", "ndim0", "header", "truncated", "trailing", "gz-cut", "gz-garbage", "pdf"],
+)
+def test_malformed_idx_raises_a_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.idx"
+    path.write_bytes(content)
+    with pytest.raises(js.IdxError, match=message) as info:
+        js.read_idx(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_and_wrong_shape_are_named(tmp_path):
+    with pytest.raises(js.IdxError, match="no such file"):
+        js.read_idx(tmp_path / "absent.gz")
+    path = write_idx(tmp_path / "f", np.zeros((2, 3), np.uint8), compress=False)
+    with pytest.raises(js.IdxError, match=r"shape \(2, 3\), expected \(4,\)"):
+        js.read_idx(path, expected_shape=(4,))
+
+
+def test_load_mnist_from_written_files(tmp_path):
+    arrays = write_mnist_like(tmp_path, n_train=6_100, n_test=50, compress=False)
+    mnist = js.load_mnist(tmp_path, verify=False)
+    assert [len(s.y) for s in mnist] == [100, 6_000, 50]
+    assert mnist.train.x.dtype == np.float32 and mnist.train.y.dtype == np.int32
+    np.testing.assert_array_equal(
+        mnist.validation.x * 255, arrays["train-images-idx3-ubyte"][100:].reshape(-1, 784)
+    )
+    np.testing.assert_array_equal(mnist.test.y, arrays["t10k-labels-idx1-ubyte"])
+    with pytest.raises(js.IdxError, match="SHA-256 mismatch|shape"):
+        js.load_mnist(tmp_path, verify=True)
+
+
+def test_mismatched_lengths_and_bad_labels_are_rejected(tmp_path):
+    write_mnist_like(tmp_path, n_train=20, n_test=5)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(4, np.uint8), compress=True)
+    with pytest.raises(js.IdxError, match="5 images but 4 labels"):
+        js.read_mnist_dir(tmp_path, verify=False)
+    write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 12, 3, 4], np.uint8), compress=True)
+    with pytest.raises(js.IdxError, match="label 12 at index 2 is outside 0-9"):
+        js.read_mnist_dir(tmp_path, verify=False)
+    (tmp_path / "train-images-idx3-ubyte.gz").unlink()
+    with pytest.raises(js.IdxError, match="neither train-images-idx3-ubyte.gz nor"):
+        js.read_mnist_dir(tmp_path, verify=False)
+
+
+def test_real_mnist_split(mnist, mnist_dir):
+    assert [s.x.shape for s in mnist] == [(54_000, 784), (6_000, 784), (10_000, 784)]
+    for split in mnist:
+        assert split.x.dtype == np.float32 and split.y.dtype == np.int32
+        assert split.x.min() == 0.0 and split.x.max() == 1.0
+        assert set(np.unique(split.y)) == set(range(10))
+    # The validation set is the last 6,000 official training images.
+    raw = js.read_mnist_dir(mnist_dir)
+    np.testing.assert_array_equal(mnist.validation.y, raw["train_labels"][-6_000:])
+
+
+def test_no_data_dir_and_no_network_names_both_ways_out(tmp_path, monkeypatch):
+    def offline(*args, **kwargs):
+        raise OSError("name resolution failed")
+
+    monkeypatch.setattr(data.socket, "getaddrinfo", offline)
+    with pytest.raises(js.DataNotFoundError) as info:
+        js.load_mnist(None, tfds_data_dir=tmp_path)
+    message = str(info.value)
+    assert "--data-dir" in message and data.DATA_DIR_ENV in message and "tensorflow-datasets" in message
+    with pytest.raises(js.DataNotFoundError, match="not in the tensorflow-datasets cache"):
+        js.load_mnist(None, tfds_data_dir=tmp_path, download=False)
+
+
+@pytest.fixture
+def mnist_server(mnist_dir, monkeypatch):
+    """Serves the real MNIST files over HTTP on 127.0.0.1, standing in for the internet."""
+    from tensorflow_datasets.image_classification.mnist import MNIST
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=mnist_dir))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    monkeypatch.setattr(MNIST, "URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    yield server
+    server.shutdown()
+
+
+def test_tfds_download_path_downloads_once_and_matches_the_files(mnist_server, mnist, tmp_path):
+    downloaded = js.load_mnist(None, tfds_data_dir=tmp_path)
+    for got, expected in zip(downloaded, mnist, strict=True):
+        np.testing.assert_array_equal(got.x, expected.x)
+        np.testing.assert_array_equal(got.y, expected.y)
+    mnist_server.shutdown()  # the second load must come from the cache
+    cached = js.load_mnist(None, tfds_data_dir=tmp_path, download=False)
+    np.testing.assert_array_equal(cached.test.y, mnist.test.y)

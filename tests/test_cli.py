@@ -27,11 +27,12 @@ def test_default_training_reaches_92_percent_on_mnist(mnist_dir, grad, capsys):
     assert "epoch  20/20" in err
 
 
-def test_human_output_and_float64(mnist_dir, capsys):
-    assert main(["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--dtype", "float64"]) == 0
-    out = capsys.readouterr().out
-    assert "epoch   1/1" in out and "test accuracy" in out
-    accuracy = float(out.split("test accuracy")[1].split("%")[0])
+def test_human_output_and_float64(mnist_dir):
+    # A subprocess: --dtype float64 switches on 64-bit JAX for the whole process.
+    result = run_cli("train", "--data-dir", str(mnist_dir), "--epochs", "1", "--dtype", "float64")
+    assert result.returncode == 0, result.stderr
+    assert "epoch   1/1" in result.stdout and "test accuracy" in result.stdout
+    accuracy = float(result.stdout.split("test accuracy")[1].split("%")[0])
     assert accuracy > 85
 
 

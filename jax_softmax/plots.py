@@ -1,0 +1,173 @@
+"""Pictures of a run: learning curves, the learned weight templates, the confusion matrix.
+
+Each function returns a ``matplotlib.figure.Figure`` built without pyplot (no GUI
+backend, no global figure state); :func:`save_figure` writes one to a PNG file
+atomically. matplotlib is an optional dependency: ``pip install 'jax-softmax[plot]'``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from jax.typing import ArrayLike
+
+from jax_softmax.checkpoint import write_atomically
+from jax_softmax.model import Params
+from jax_softmax.train import EpochMetrics
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+DPI = 100
+INSTALL_HINT = "pip install 'jax-softmax[plot]'"
+
+
+def require_matplotlib() -> None:
+    """Raises ``ImportError`` with the install command when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ImportError(f"plotting needs matplotlib, which is not installed: {INSTALL_HINT}") from None
+
+
+def _figure(width: float, height: float) -> Figure:
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), dpi=DPI, layout="constrained")
+
+
+def plot_curves(epochs: Sequence[EpochMetrics], test_accuracy: float | None = None) -> Figure:
+    """Training and validation loss, and validation accuracy, against epoch.
+
+    The training loss is the mean of the epoch's mini-batch losses, measured while
+    the parameters moved; the validation figures are measured after the epoch.
+
+    Args:
+      epochs: the per-epoch metrics of a run (``History.epochs``), in order.
+      test_accuracy: if given, drawn as a horizontal line on the accuracy panel.
+
+    Returns:
+      A 1000x400-pixel figure with two panels.
+
+    Raises:
+      ValueError: for no epochs.
+      ImportError: when matplotlib is not installed.
+    """
+    if len(epochs) == 0:
+        raise ValueError("epochs must hold at least one EpochMetrics, got none")
+    fig = _figure(10, 4)
+    loss_ax, acc_ax = fig.subplots(1, 2)
+    n = [m.epoch for m in epochs]
+    loss_ax.plot(n, [m.train_loss for m in epochs], "o-", ms=3, label="training (mean over the epoch)")
+    loss_ax.plot(n, [m.val_loss for m in epochs], "o-", ms=3, label="validation (after the epoch)")
+    loss_ax.set(xlabel="epoch", ylabel="mean negative log-likelihood", title="loss")
+    acc_ax.plot(n, [100 * m.val_accuracy for m in epochs], "o-", ms=3, color="C1", label="validation")
+    if test_accuracy is not None:
+        acc_ax.axhline(100 * test_accuracy, color="C2", ls="--", label=f"test {100 * test_accuracy:.2f}%")
+    acc_ax.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
+    for ax in (loss_ax, acc_ax):
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    return fig
+
+
+def plot_weights(params: Params, image_shape: tuple[int, int] = (28, 28)) -> Figure:
+    """Each class's weight vector as an image: the template a linear model matches.
+
+    Red pixels raise the class's score, blue ones lower it; every panel shares one
+    colour scale, symmetric about zero, so white is exactly zero.
+
+    Args:
+      params: ``w`` ``[num_features, num_classes]`` with ``num_features`` equal to
+        ``image_shape[0] * image_shape[1]``.
+      image_shape: ``(height, width)`` of an input image.
+
+    Returns:
+      A figure of ``num_classes`` panels, five per row, 1000 pixels wide.
+
+    Raises:
+      ValueError: when ``w`` does not fit ``image_shape``.
+      ImportError: when matplotlib is not installed.
+    """
+    w = np.asarray(params.w, np.float64)
+    if w.ndim != 2 or w.shape[0] != image_shape[0] * image_shape[1]:
+        raise ValueError(f"params.w must be [{image_shape[0] * image_shape[1]}, num_classes], got {w.shape}")
+    num_classes = w.shape[1]
+    cols = min(5, num_classes)
+    rows = math.ceil(num_classes / cols)
+    fig = _figure(10, 2.3 * rows + 0.4)
+    limit = float(np.abs(w).max()) or 1.0
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for k, ax in enumerate(axes):
+        ax.set_axis_off()
+        if k < num_classes:
+            image = ax.imshow(w[:, k].reshape(image_shape), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"class {k}")
+    fig.colorbar(image, ax=axes.tolist(), shrink=0.8, label="weight")
+    fig.suptitle("weights: red raises the class score, blue lowers it")
+    return fig
+
+
+def plot_confusion(confusion: ArrayLike, title: str = "test set") -> Figure:
+    """A confusion matrix with its counts written in the cells.
+
+    The colour grows with the square root of the count so that the off-diagonal
+    mistakes, tens against the diagonal's hundreds, stay visible.
+
+    Args:
+      confusion: ``[num_classes, num_classes]`` non-negative counts, rows the true
+        class and columns the predicted one.
+      title: what the matrix was measured on.
+
+    Returns:
+      A 700x600-pixel figure.
+
+    Raises:
+      ValueError: for a matrix that is not square or holds negative counts.
+      ImportError: when matplotlib is not installed.
+    """
+    counts = np.asarray(confusion)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 1:
+        raise ValueError(f"confusion must be [num_classes, num_classes], got shape {counts.shape}")
+    if counts.min() < 0:
+        raise ValueError(f"confusion must hold counts >= 0, got {counts.min()}")
+    fig = _figure(7, 6)
+    from matplotlib.colors import PowerNorm
+
+    k = counts.shape[0]
+    norm = PowerNorm(gamma=0.5, vmin=0, vmax=max(int(counts.max()), 1))
+    ax = fig.subplots()
+    image = ax.imshow(counts, cmap="Blues", norm=norm)
+    for i in range(k):
+        for j in range(k):
+            dark = norm(counts[i, j]) > 0.6
+            ax.text(
+                j,
+                i,
+                str(counts[i, j]),
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
+    ax.set(
+        xticks=range(k),
+        yticks=range(k),
+        xlabel="predicted class",
+        ylabel="true class",
+        title=f"confusion matrix, {title}: {int(np.trace(counts))} of {int(counts.sum())} correct",
+    )
+    fig.colorbar(image, ax=ax, label="count (square-root colour scale)")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Writes ``fig`` as a PNG of its own size, atomically (temporary file, then rename)."""
+    return write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))

@@ -92,8 +92,34 @@ def _add_train(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     add_data_flags(p)
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="write metrics.jsonl, params.npz, curves.png, weights.png and confusion.png to DIR",
+    )
+    p.add_argument("--overwrite", action="store_true", help="with --out, replace a run already in DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p.set_defaults(run=run_train)
+
+
+TRAIN_FLAGS = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
+
+
+def _epoch_line(metrics, epochs: int) -> str:
+    return (
+        f"epoch {metrics.epoch:3d}/{epochs}  train loss {metrics.train_loss:.4f}  "
+        f"val loss {metrics.val_loss:.4f}  val acc {100 * metrics.val_accuracy:6.2f}%  "
+        f"{metrics.seconds:.3f} s"
+    )
+
+
+def _progress_bar(epochs: int, stream):
+    """A tqdm bar over the epochs when ``stream`` is a terminal, else ``None`` (plain lines)."""
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=epochs, file=stream, unit="epoch", dynamic_ncols=True, leave=True)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -110,14 +136,26 @@ def run_train(args: argparse.Namespace) -> int:
             f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples)"
         )
 
+    write_epoch = None
+    if args.out is not None:
+        from jax_softmax.run_dir import RunExistsError, epoch_writer, run_metadata, start_run
+
+        try:
+            out_dir = start_run(args.out, overwrite=args.overwrite)
+        except RunExistsError as e:
+            raise CommandError(f"--out {e}; pass --overwrite to replace it") from None
+        write_epoch = epoch_writer(out_dir, run_metadata({k: getattr(args, k) for k in TRAIN_FLAGS}, data))
+    bar = _progress_bar(args.epochs, progress)
+
     def report(metrics, params) -> None:
-        print(
-            f"epoch {metrics.epoch:3d}/{args.epochs}  train loss {metrics.train_loss:.4f}  "
-            f"val loss {metrics.val_loss:.4f}  val acc {100 * metrics.val_accuracy:6.2f}%  "
-            f"{metrics.seconds:.3f} s",
-            file=progress,
-            flush=True,
-        )
+        if write_epoch is not None:
+            write_epoch(metrics, params)
+        if bar is None:
+            print(_epoch_line(metrics, args.epochs), file=progress, flush=True)
+        else:
+            bar.write(_epoch_line(metrics, args.epochs), file=progress)
+            bar.set_postfix_str(f"val acc {100 * metrics.val_accuracy:.2f}%", refresh=False)
+            bar.update(1)
 
     params, history = fit(
         data.train,
@@ -133,8 +171,19 @@ def run_train(args: argparse.Namespace) -> int:
         dtype=args.dtype,
         callback=report,
     )
+    if bar is not None:
+        bar.close()
     test_loss, test_acc = (float(v) for v in evaluate(params, data.test.x.astype(args.dtype), data.test.y))
     last = history.epochs[-1]
+    written = []
+    if args.out is not None:
+        from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, write_plots
+
+        written = [out_dir / METRICS_FILE, out_dir / PARAMS_FILE]
+        try:
+            written += write_plots(out_dir, history.epochs, params, data.test)
+        except ImportError as e:
+            print(f"{PROG} train: plots not written: {e}", file=sys.stderr)
     if args.json:
         result = {
             "test_accuracy": test_acc,
@@ -154,12 +203,117 @@ def run_train(args: argparse.Namespace) -> int:
             "device": str(jax.devices()[0]),
             "epochs": [dataclasses.asdict(m) for m in history.epochs],
         }
+        if args.out is not None:
+            result["out"] = {"dir": str(out_dir), "files": [str(path) for path in written]}
         print(json.dumps(result))
     else:
         print(
             f"test accuracy {100 * test_acc:.2f}%  test loss {test_loss:.4f}  "
             f"(compile {history.compile_seconds:.2f} s, {args.grad} gradient, {jax.devices()[0].platform})"
         )
+        if args.out is not None:
+            print(f"wrote {', '.join(path.name for path in written)} to {out_dir}")
+    return 0
+
+
+def _load_checkpoint(path: str):
+    """Loads a checkpoint for evaluate and predict, switching on 64-bit JAX if it needs it."""
+    from jax_softmax.checkpoint import load_params, read_checkpoint
+    from jax_softmax.run_dir import check_pixel_scaling
+
+    enable_dtype(read_checkpoint(path)[2]["dtype"])
+    checkpoint = load_params(path)
+    check_pixel_scaling(checkpoint.metadata, path)
+    return checkpoint
+
+
+def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--params",
+        required=True,
+        metavar="FILE",
+        help="checkpoint written by 'train --out DIR': DIR/params.npz",
+    )
+
+
+def _add_evaluate(subparsers) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="measure a saved model on MNIST",
+        description="Accuracy, mean negative log-likelihood, per-class precision and recall, "
+        "and the confusion matrix of a saved model on an MNIST split.",
+    )
+    _add_checkpoint_flag(p)
+    p.add_argument(
+        "--split", choices=("test", "validation", "train"), default="test", help="which split (default test)"
+    )
+    add_data_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from jax_softmax.data import NUM_FEATURES, load_mnist
+    from jax_softmax.evaluation import classification_report, format_report
+
+    checkpoint = _load_checkpoint(args.params)
+    if checkpoint.params.w.shape[0] != NUM_FEATURES:
+        raise CommandError(
+            f"{args.params}: the model takes {checkpoint.params.w.shape[0]} features, "
+            f"MNIST images have {NUM_FEATURES}"
+        )
+    split = getattr(load_mnist(args.data_dir), args.split)
+    report = classification_report(checkpoint.params, split.x, split.y)
+    if args.json:
+        print(json.dumps({"params": args.params, "split": args.split, **report.to_json()}))
+    else:
+        print(f"{args.params} on the MNIST {args.split} set")
+        print(format_report(report))
+    return 0
+
+
+def _add_predict(subparsers) -> None:
+    p = subparsers.add_parser(
+        "predict",
+        help="classify your own digit images",
+        description="Classify images of handwritten digits (PNG or JPEG, any size, colour or grey, "
+        "dark on light or light on dark), prepared the way MNIST was: cropped to the digit, "
+        "scaled to fit 20x20, centred by centre of mass in 28x28. A .npy file of shape [784] "
+        "or [n, 784] with values in [0, 1] is classified as it is.",
+    )
+    _add_checkpoint_flag(p)
+    p.add_argument("inputs", nargs="+", metavar="IMAGE", help="image files, or .npy arrays of inputs")
+    p.add_argument(
+        "--invert",
+        choices=("auto", "yes", "no"),
+        default="auto",
+        help="invert the grey levels: auto does it when the background is light (default auto)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from jax_softmax.evaluation import class_probabilities
+    from jax_softmax.images import load_many
+
+    checkpoint = _load_checkpoint(args.params)
+    invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
+    names, x = load_many(args.inputs, num_features=checkpoint.params.w.shape[0], invert=invert)
+    probabilities = np.asarray(class_probabilities(checkpoint.params, x), np.float64)
+    digits = probabilities.argmax(axis=1)
+    if args.json:
+        predictions = [
+            {"input": name, "digit": int(digit), "probabilities": p.tolist()}
+            for name, digit, p in zip(names, digits, probabilities, strict=True)
+        ]
+        print(json.dumps({"params": args.params, "predictions": predictions}))
+        return 0
+    for name, digit, p in zip(names, digits, probabilities, strict=True):
+        top = np.argsort(-p, kind="stable")[:3]
+        print(f"{name}: {digit}  ({', '.join(f'{k}: {100 * p[k]:.2f}%' for k in top)})")
     return 0
 
 
@@ -167,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Softmax regression on MNIST in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(subparsers)
+    _add_evaluate(subparsers)
+    _add_predict(subparsers)
     return parser
 
 

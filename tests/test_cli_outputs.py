@@ -3,6 +3,7 @@
 import contextlib
 import io
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def test_train_out_writes_the_run_and_says_where(run):
             assert np.asarray(image.convert("L")).std() > 10
 
 
-def test_train_out_with_json_prints_only_json_and_will_not_mix_runs(run, mnist_dir, capsys):
+def test_train_out_with_json_prints_only_json_and_will_not_mix_runs(run, mnist_dir, capsys, monkeypatch):
     out, _ = run
     args = ["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--json", "--out"]
     assert main([*args, str(out)]) == 2
@@ -65,12 +66,17 @@ def test_train_out_with_json_prints_only_json_and_will_not_mix_runs(run, mnist_d
 
     other = out.parent / "again"
     other.mkdir()
-    (other / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')  # an older run's
+    for name in RUN_FILES:  # an older run's files
+        (other / name).write_text("old")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if matplotlib were not installed
     assert main([*args, str(other), "--overwrite"]) == 0
     stdout, stderr = capsys.readouterr()
     result = json.loads(stdout)  # nothing but the JSON object
-    assert result["out"] == {"dir": str(other), "files": [str(other / name) for name in RUN_FILES]}
+    written = ["metrics.jsonl", "params.npz"]
+    assert result["out"] == {"dir": str(other), "files": [str(other / name) for name in written]}
     assert "epoch   1/1" in stderr  # progress went to stderr as plain lines
+    assert "plots not written: plotting needs matplotlib" in stderr and "jax-softmax[plot]" in stderr
+    assert sorted(p.name for p in other.iterdir()) == written  # no stale pictures from the old run
     assert [json.loads(line)["epoch"] for line in (other / "metrics.jsonl").read_text().splitlines()] == [1]
 
 

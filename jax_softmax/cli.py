@@ -317,12 +317,124 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_diagnose(subparsers) -> None:
+    from jax_softmax.diagnose import DTYPES, DiagnoseConfig
+
+    defaults = DiagnoseConfig()
+    p = subparsers.add_parser(
+        "diagnose",
+        help="reproduce the question's collapse and name its cause",
+        description="Train the question's hand-written softmax regression (batch 200, learning rate "
+        "0.1) on MNIST as written, with each of its three fixes alone (update sign, pixel scale, "
+        "log-softmax) and with all three, and report for each run whether and when it collapsed, "
+        "and why.",
+    )
+    p.add_argument("--all", action="store_true", help="run every combination of the four switches")
+    p.add_argument(
+        "--dtype",
+        choices=DTYPES,
+        help="dtype of the runs (default float64, the question's double; with --all, both)",
+    )
+    p.add_argument(
+        "--epochs", type=positive_int, default=defaults.epochs, help=f"passes (default {defaults.epochs})"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, default=defaults.batch_size, help="examples per step (default 200)"
+    )
+    p.add_argument("--lr", type=positive_float, default=defaults.lr, help="learning rate (default 0.1)")
+    p.add_argument(
+        "--init-scale",
+        type=non_negative_float,
+        default=defaults.init_scale,
+        help="std of the initial weights (default 0: zeros)",
+    )
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for initialisation and order")
+    p.add_argument(
+        "--log-every",
+        type=positive_int,
+        default=defaults.log_every,
+        help=f"measure validation accuracy every N steps (default {defaults.log_every})",
+    )
+    add_data_flags(p)
+    p.add_argument("--log", action="store_true", help="print each run's logged steps before the table")
+    p.add_argument("--plot", metavar="FILE.png", help="draw log-likelihood and accuracy against step")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(run=run_diagnose)
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from jax_softmax.diagnose import DTYPES, PLOT_INSTALL_HINT, DiagnoseConfig, all_variants, default_variants
+
+    if args.plot is not None:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise CommandError(
+                f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL_HINT}"
+            ) from None
+        if not Path(args.plot).resolve().parent.is_dir():
+            raise CommandError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
+    if args.all:
+        variants = all_variants((args.dtype,) if args.dtype else DTYPES)
+    else:
+        variants = default_variants(args.dtype or "float64")
+    if any(v.dtype == "float64" for v in variants):
+        enable_dtype("float64")
+    import time
+
+    import jax
+
+    from jax_softmax.data import load_mnist_uint8
+    from jax_softmax.diagnose import diagnose_variant, format_diagnosis, format_diagnosis_log, plot_diagnosis
+
+    config = DiagnoseConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        init_scale=args.init_scale,
+        seed=args.seed,
+        log_every=args.log_every,
+    )
+    data = load_mnist_uint8(args.data_dir)
+    if args.batch_size > len(data.train.x):
+        raise CommandError(
+            f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples)"
+        )
+    start = time.perf_counter()
+    diagnoses = []
+    for variant in variants:
+        d = diagnose_variant(variant, data.train, data.validation, config)
+        diagnoses.append(d)
+        verdict = d.verdict.cause or "no collapse"
+        at = f" at step {d.verdict.collapse_step}" if d.verdict.collapse_step is not None else ""
+        print(f"{variant.name}: {verdict}{at} ({d.seconds:.1f} s)", file=sys.stderr, flush=True)
+    seconds = time.perf_counter() - start
+    if args.plot is not None:
+        plot_diagnosis(diagnoses, args.plot)
+    if args.json:
+        print(json.dumps({"runs": [d.to_json() for d in diagnoses]}))
+        return 0
+    if args.log:
+        for d in diagnoses:
+            print(format_diagnosis_log(d) + "\n")
+    print(format_diagnosis(diagnoses))
+    print(
+        f"{len(diagnoses)} runs of {config.epochs} epochs (batch {config.batch_size}, learning rate "
+        f"{config.lr:g}) in {seconds:.1f} s on {jax.devices()[0].platform}, compilation included"
+        + (f"; plot written to {args.plot}" if args.plot else "")
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Softmax regression on MNIST in JAX.")
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_train(subparsers)
     _add_evaluate(subparsers)
     _add_predict(subparsers)
+    _add_diagnose(subparsers)
     return parser
 
 

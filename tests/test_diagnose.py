@@ -1,0 +1,464 @@
+"""The collapse diagnosis: each switch's failure on synthetic data, the verdicts on real MNIST,
+the classification rules, the outputs, and the library's own finiteness on raw pixels."""
+
+import contextlib
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import x64
+
+import jax_softmax as js
+from jax_softmax.cli import main
+from jax_softmax.diagnose import CAUSES, EXP_LIMITS
+
+NUM_CLASSES = 4
+
+
+def synthetic_digits(n_train=2000, n_val=500, num_features=64, seed=0):
+    """Raw uint8 "images": each class lights a fixed random 30% of the pixels (150-255, the
+    rest 0-39), with 5% of the pixels flipped. As with MNIST, one SGD step at learning rate
+    0.1 on these raw pixels makes logits in the thousands."""
+    rng = np.random.default_rng(seed)
+    templates = rng.random((NUM_CLASSES, num_features)) < 0.3
+    n = n_train + n_val
+    y = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
+    lit = templates[y] ^ (rng.random((n, num_features)) < 0.05)
+    x = np.where(lit, rng.integers(150, 256, (n, num_features)), rng.integers(0, 40, (n, num_features)))
+    x = x.astype(np.uint8)
+    return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
+
+
+SYNTHETIC = synthetic_digits()
+CONFIG = js.DiagnoseConfig(epochs=3, batch_size=50, num_classes=NUM_CLASSES, log_every=5)  # 120 steps
+
+
+def dtype_context(dtype):
+    return x64() if dtype == "float64" else contextlib.nullcontext()
+
+
+def diagnose(sign, pixels, softmax, dtype="float32", config=CONFIG, data=SYNTHETIC):
+    with dtype_context(dtype):
+        return js.diagnose_variant(js.Variant(sign, pixels, softmax, dtype), *data, config)
+
+
+# ---------------------------------------------------------------------------------------
+# Each switch produces its failure on synthetic data, and the fixed pipeline none.
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fixed_pipeline_does_not_collapse(dtype):
+    d = diagnose("correct", "scaled", "stable", dtype)
+    assert d.verdict.cause is None and not d.collapsed and d.verdict.collapse_step is None
+    assert np.isfinite(d.log.log_likelihood).all() and d.log.params_finite.all()
+    assert (d.log.slope < 0).all()  # every step goes down the loss
+    assert d.final_val_accuracy >= 0.95
+    assert d.log.num_steps == d.log.planned_steps == 120
+
+
+@pytest.mark.parametrize("pixels, softmax", [("scaled", "stable"), ("raw", "stable"), ("raw", "naive")])
+def test_the_question_s_sign_diverges_whatever_else_is_fixed(pixels, softmax):
+    d = diagnose("as_written", pixels, softmax)
+    assert d.verdict.cause == "divergence"
+    assert d.verdict.uphill_fraction == 1.0
+    finite = d.log.loss[np.isfinite(d.log.loss)]
+    assert finite[-1] > 10 * finite[0]  # the loss climbs
+    assert d.log.val_accuracy.max() <= 0.35  # chance is 0.25 here; the correct sign reaches 1.0
+
+
+def test_raw_pixels_overflow_the_naive_softmax():
+    d = diagnose("correct", "raw", "naive")
+    assert d.verdict.cause == "overflow" and d.verdict.collapse_step == 2
+    step = d.verdict.collapse_step - 1
+    assert d.log.exp_overflow[step] and not d.log.params_finite[step]
+    assert d.log.max_abs_logit[step] > 1000  # from pixels of 0-255
+    assert np.isnan(d.log.log_likelihood[step])  # inf/inf
+    # Every weight is NaN afterwards, so the run stops at the end of that chunk.
+    assert d.log.num_steps == CONFIG.log_every < d.log.planned_steps
+    assert d.best_val_accuracy > 0.9  # it had learned before it collapsed (step 1)
+
+
+def test_stable_softmax_survives_the_same_raw_logits():
+    naive = diagnose("correct", "raw", "naive")
+    stable = diagnose("correct", "raw", "stable")
+    # Step 2 computes from the same parameters, so the same logits, in both runs.
+    assert stable.log.max_abs_logit[1] == naive.log.max_abs_logit[1] > EXP_LIMITS["float32"][0]
+    assert stable.verdict.cause is None
+    assert np.isfinite(stable.log.log_likelihood).all()
+    assert stable.final_val_accuracy >= 0.95
+
+
+def test_float32_underflows_where_float64_still_holds():
+    # Climbing the loss on scaled pixels: the true class's probability falls below the
+    # smallest normal float32 (e^-87.3) long before the smallest normal float64 (e^-708.4).
+    single = diagnose("as_written", "scaled", "naive", "float32")
+    double = diagnose("as_written", "scaled", "naive", "float64")
+    assert single.verdict.cause == double.verdict.cause == "divergence"
+    step = single.verdict.first_nonfinite_step
+    assert step is not None and single.verdict.mechanism == "underflow"
+    assert single.log.true_prob_zero[step - 1] and not single.log.exp_overflow[step - 1]
+    assert single.log.log_likelihood[step - 1] == -np.inf
+    assert single.log.worst_nll[step - 1] > -EXP_LIMITS["float32"][1]
+    assert single.log.params_finite[step - 1]  # the gradient stays finite: training goes on
+    first_double = double.verdict.first_nonfinite_step
+    assert first_double is None or first_double > step
+    assert np.isfinite(double.log.log_likelihood[:step]).all()
+
+
+def test_replaying_near_a_collapse_changes_nothing_but_adds_measurements():
+    coarse = diagnose("as_written", "scaled", "naive", config=dataclasses.replace(CONFIG, log_every=40))
+    fine = diagnose("as_written", "scaled", "naive")  # log_every=5
+    # A run stops at the end of the chunk where its weights became NaN, so lengths may differ.
+    n = min(coarse.log.num_steps, fine.log.num_steps)
+    np.testing.assert_array_equal(coarse.log.log_likelihood[:n], fine.log.log_likelihood[:n])
+    np.testing.assert_array_equal(coarse.log.slope[:n], fine.log.slope[:n])
+    assert coarse.verdict == fine.verdict
+    step = coarse.verdict.collapse_step
+    # Every step within log_every of the collapse is measured.
+    near = set(range(step - 40, step + 41)) & set(range(1, coarse.log.num_steps + 1))
+    assert near <= set(coarse.log.val_steps)
+    common = np.intersect1d(coarse.log.val_steps, fine.log.val_steps)
+    np.testing.assert_array_equal(
+        coarse.log.val_accuracy[np.isin(coarse.log.val_steps, common)],
+        fine.log.val_accuracy[np.isin(fine.log.val_steps, common)],
+    )
+
+
+def test_the_initialisation_is_init_params_draw():
+    from jax_softmax.diagnose import _start
+
+    config = dataclasses.replace(CONFIG, init_scale=0.5, seed=3)
+    params, orders = _start(3, num_features=64, num_examples=2000, config=config, dtype="float32")
+    expected = js.init_params(jax.random.split(jax.random.key(3))[0], 64, NUM_CLASSES, scale=0.5)
+    np.testing.assert_array_equal(params.w, expected.w)
+    np.testing.assert_array_equal(params.b, expected.b)
+    assert orders.shape == (3 * 40, 50)
+    for epoch in np.asarray(orders).reshape(3, -1):
+        assert len(np.unique(epoch)) == 2000  # a permutation of the training set
+
+
+# ---------------------------------------------------------------------------------------
+# The classification rules, on hand-made logs.
+
+
+def make_log(n=6, **changes):
+    fields = {
+        "log_likelihood": -np.linspace(2.3, 0.5, n),
+        "max_abs_logit": np.linspace(0.0, 5.0, n),
+        "worst_nll": np.full(n, 3.0),
+        "loss": np.linspace(2.3, 0.5, n),
+        "slope": -np.ones(n),
+        "exp_overflow": np.zeros(n, bool),
+        "true_prob_zero": np.zeros(n, bool),
+        "all_probs_zero": np.zeros(n, bool),
+        "params_finite": np.ones(n, bool),
+        "val_steps": np.arange(n + 1),
+        "val_accuracy": np.linspace(0.1, 0.9, n + 1),
+        "planned_steps": n,
+    }
+    for name, value in changes.items():
+        fields[name] = np.asarray(value) if name != "planned_steps" else value
+    return js.TrainingLog(**fields)
+
+
+def test_a_finite_descending_run_has_no_cause():
+    assert js.classify_collapse(make_log()) == js.Verdict(None, None, None, None, 0.0, False)
+
+
+def test_overflow_wins_over_a_zero_probability_at_the_same_step():
+    ll = [-2.3, -1.0, np.nan, np.nan, np.nan, np.nan]
+    verdict = js.classify_collapse(
+        make_log(
+            log_likelihood=ll,
+            exp_overflow=[0, 0, 1, 0, 0, 0],
+            true_prob_zero=[0, 0, 1, 0, 0, 0],
+            params_finite=[1, 1, 0, 0, 0, 0],
+        )
+    )
+    assert (verdict.cause, verdict.collapse_step, verdict.mechanism) == ("overflow", 3, "overflow")
+
+
+@pytest.mark.parametrize("flag", ["true_prob_zero", "all_probs_zero"])
+def test_a_zero_probability_is_an_underflow(flag):
+    ll = [-2.3, -1.0, -0.8, -np.inf if flag == "true_prob_zero" else np.nan, -0.7, -0.6]
+    verdict = js.classify_collapse(make_log(log_likelihood=ll, **{flag: [0, 0, 0, 1, 0, 0]}))
+    assert (verdict.cause, verdict.collapse_step, verdict.first_nonfinite_step) == ("underflow", 4, 4)
+
+
+def test_climbing_the_loss_is_divergence_whatever_breaks_first():
+    climbing = {"slope": np.ones(6), "loss": [2.3, 2.2, 2.5, 3.0, 9.0, 30.0]}
+    verdict = js.classify_collapse(make_log(**climbing))
+    # The loss never comes back to its starting 2.3 after step 2.
+    assert (verdict.cause, verdict.collapse_step, verdict.first_nonfinite_step) == ("divergence", 3, None)
+    ll = [-2.3, -2.2, -2.5, -np.inf, -9.0, -30.0]
+    verdict = js.classify_collapse(make_log(log_likelihood=ll, true_prob_zero=[0, 0, 0, 1, 0, 0], **climbing))
+    assert (verdict.cause, verdict.collapse_step, verdict.mechanism) == ("divergence", 4, "underflow")
+
+
+def test_steps_that_point_down_are_not_divergence_even_when_the_loss_grows():
+    # Raw pixels with the correct sign: the loss is huge but every step points down it.
+    verdict = js.classify_collapse(make_log(loss=[2.3, 900.0, 500.0, 800.0, 700.0, 600.0]))
+    assert verdict.cause is None and verdict.loss_grew and verdict.uphill_fraction == 0.0
+
+
+# ---------------------------------------------------------------------------------------
+# Outputs.
+
+
+@pytest.fixture(scope="module")
+def synthetic_runs():
+    return js.run_diagnosis(*SYNTHETIC, js.default_variants("float32"), CONFIG)
+
+
+def test_default_variants_are_the_question_each_fix_and_all_fixes():
+    variants = js.default_variants()
+    assert [v.name for v in variants] == ["as written", "fix sign", "fix pixels", "fix softmax", "all fixed"]
+    assert variants[0] == js.Variant("as_written", "raw", "naive", "float64")
+    assert variants[-1] == js.Variant("correct", "scaled", "stable", "float64")
+    everything = js.all_variants()
+    assert len(everything) == len(set(everything)) == 16
+    assert len({v.name for v in everything}) == 16
+
+
+def test_json_has_exactly_the_documented_fields(synthetic_runs):
+    runs = json.loads(json.dumps({"runs": [d.to_json() for d in synthetic_runs]}, allow_nan=False))["runs"]
+    assert [set(r) for r in runs] == [
+        {
+            "variant",
+            "sign",
+            "pixels",
+            "softmax",
+            "dtype",
+            "collapsed",
+            "collapse_step",
+            "cause",
+            "best_val_accuracy",
+            "final_val_accuracy",
+        }
+    ] * 5
+    assert [r["cause"] for r in runs] == ["divergence", "overflow", "divergence", "divergence", None]
+    assert all(r["cause"] in (*CAUSES, None) and r["collapsed"] == (r["cause"] is not None) for r in runs)
+    assert runs[-1]["collapse_step"] is None and runs[1]["collapse_step"] == 2
+
+
+def test_table_has_one_line_per_run_with_the_cause_in_words(synthetic_runs):
+    lines = js.format_diagnosis(synthetic_runs).splitlines()
+    assert len(lines) == 1 + 5 and lines[0].startswith("variant")
+    assert "climbs the loss" in lines[1] and "overflowed to inf" in lines[1]
+    assert "pixels were 0-255" in lines[2] and "at step 2" in lines[2]
+    assert "no collapse" in lines[5]
+    log = js.format_diagnosis_log(synthetic_runs[1])
+    assert "<- collapse" in log.splitlines()[4]  # header lines, step 0, step 1, step 2
+
+
+def test_plot_is_written_atomically(synthetic_runs, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "collapse.png"
+    js.plot_diagnosis(synthetic_runs, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["collapse.png"]
+
+
+def test_plot_without_matplotlib_says_how_to_install_it(synthetic_runs, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    with pytest.raises(ImportError, match=r"pip install 'jax-softmax\[plot\]'"):
+        js.plot_diagnosis(synthetic_runs, tmp_path / "x.png")
+    assert not list(tmp_path.iterdir())
+
+
+# ---------------------------------------------------------------------------------------
+# Bad input.
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: js.Variant(sign="minus"), "sign must be one of"),
+        (lambda: js.Variant(dtype="float16"), "dtype must be one of"),
+        (lambda: js.DiagnoseConfig(lr=0.0), "lr must be finite and > 0"),
+        (lambda: js.DiagnoseConfig(epochs=0), "epochs must be an integer >= 1"),
+        (lambda: js.DiagnoseConfig(init_scale=float("nan")), "init_scale must be finite"),
+    ],
+)
+def test_bad_switches_and_config_name_the_field(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_bad_data_is_named():
+    (x, y), val = SYNTHETIC
+    variant = js.Variant("correct", "scaled", "stable", "float32")
+    with pytest.raises(TypeError, match="train x must hold raw uint8 pixels"):
+        js.train_variant(variant, (x / 255.0, y), val, CONFIG)
+    with pytest.raises(ValueError, match=r"validation y must be in \[0, 4\)"):
+        js.train_variant(variant, (x, y), (val[0], val[1] + 4), CONFIG)
+    with pytest.raises(ValueError, match="batch_size must be at most the 2000 training examples"):
+        js.train_variant(variant, (x, y), val, dataclasses.replace(CONFIG, batch_size=2001))
+    with pytest.raises(TypeError, match=r"variants\[0\] must be a Variant"):
+        js.run_diagnosis((x, y), val, ["as written"], CONFIG)
+
+
+def test_float64_needs_64_bit_jax():
+    if jax.config.jax_enable_x64:
+        pytest.skip("64-bit JAX is on in this process")
+    with pytest.raises(ValueError, match="float64 needs 64-bit JAX"):
+        js.train_variant(js.Variant(dtype="float64"), *SYNTHETIC, CONFIG)
+
+
+# ---------------------------------------------------------------------------------------
+# The library's own training stays finite on raw pixels.
+
+
+@pytest.mark.parametrize("grad", ["autodiff", "manual"])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_library_loss_and_update_stay_finite_on_raw_pixels(grad, dtype):
+    (x, y), _ = SYNTHETIC
+    with dtype_context(dtype):
+        params = js.init_params(jax.random.key(0), x.shape[1], NUM_CLASSES, scale=0.0, dtype=dtype)
+        step = js.make_update(grad)
+        largest = 0.0
+        for i in range(40):
+            xb, yb = jnp.asarray(x[50 * i : 50 * (i + 1)]), jnp.asarray(y[50 * i : 50 * (i + 1)])
+            value = js.loss(params, xb, yb)
+            assert np.isfinite(float(value)), f"step {i}: loss {value}"
+            largest = max(largest, float(jnp.max(jnp.abs(js.logits(params, xb)))))
+            params = step(params, xb, yb, 0.1)
+            assert all(np.isfinite(np.asarray(p)).all() for p in params), f"step {i}: non-finite params"
+    assert largest > EXP_LIMITS[dtype][0]  # logits that overflow a naive exp
+
+
+def test_library_loss_and_update_stay_finite_on_raw_mnist(mnist_dir):
+    raw = js.load_mnist_uint8(mnist_dir)
+    x, y = jnp.asarray(raw.train.x[:20_000]), jnp.asarray(raw.train.y[:20_000])
+    params = js.init_params(jax.random.key(0), 784, 10, scale=0.0)
+    step = js.make_update("manual")
+    losses, largest = [], 0.0
+    for i in range(100):
+        xb, yb = x[200 * i : 200 * (i + 1)], y[200 * i : 200 * (i + 1)]
+        losses.append(float(js.loss(params, xb, yb)))
+        largest = max(largest, float(jnp.max(jnp.abs(js.logits(params, xb)))))
+        params = step(params, xb, yb, 0.1)
+    assert np.isfinite(losses).all() and all(np.isfinite(np.asarray(p)).all() for p in params)
+    assert largest > 10_000
+    assert float(js.accuracy(params, raw.validation.x, raw.validation.y)) > 0.7
+
+
+# ---------------------------------------------------------------------------------------
+# Real MNIST: the question's setup, in its float64.
+
+
+@pytest.fixture(scope="module")
+def mnist_runs(mnist_dir):
+    raw = js.load_mnist_uint8(mnist_dir)
+    with x64():
+        runs = js.run_diagnosis(
+            raw.train, raw.validation, js.default_variants("float64"), js.DiagnoseConfig(epochs=2)
+        )
+    return {d.variant.name: d for d in runs}
+
+
+@pytest.mark.slow
+def test_mnist_as_written_diverges_and_never_passes_20_percent(mnist_runs):
+    d = mnist_runs["as written"]
+    assert d.verdict.cause == "divergence" and d.collapsed
+    assert d.log.val_accuracy.max() <= 0.20
+    assert d.verdict.collapse_step == 2 and d.verdict.mechanism == "overflow"
+
+
+@pytest.mark.slow
+def test_mnist_correct_sign_on_raw_pixels_overflows_or_underflows(mnist_runs):
+    d = mnist_runs["fix sign"]
+    assert d.verdict.cause in ("underflow", "overflow")
+    assert d.log.max_abs_logit[d.verdict.collapse_step - 1] > EXP_LIMITS["float64"][0]
+
+
+@pytest.mark.slow
+def test_mnist_scaled_pixels_show_the_question_s_zero_probability(mnist_runs):
+    d = mnist_runs["fix pixels"]
+    assert d.verdict.cause == "divergence" and d.verdict.mechanism == "underflow"
+    step = d.verdict.first_nonfinite_step
+    assert d.log.log_likelihood[step - 1] == -np.inf and d.log.true_prob_zero[step - 1]
+
+
+@pytest.mark.slow
+def test_mnist_stable_softmax_alone_still_diverges(mnist_runs):
+    d = mnist_runs["fix softmax"]
+    assert d.verdict.cause == "divergence" and d.verdict.first_nonfinite_step is None
+    assert d.log.val_accuracy.max() <= 0.20
+
+
+@pytest.mark.slow
+def test_mnist_fixed_pipeline_reaches_90_percent_without_collapse(mnist_runs):
+    d = mnist_runs["all fixed"]
+    assert d.verdict.cause is None and np.isfinite(d.log.log_likelihood).all()
+    assert d.best_val_accuracy >= 0.90 and d.final_val_accuracy >= 0.90
+
+
+# ---------------------------------------------------------------------------------------
+# The command line.
+
+
+def run_cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "jax_softmax", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=os.environ,
+    )
+
+
+@pytest.mark.slow
+def test_cli_json_and_plot(mnist_dir, tmp_path):
+    plot = tmp_path / "collapse.png"
+    result = run_cli(
+        "diagnose",
+        "--data-dir",
+        str(mnist_dir),
+        "--dtype",
+        "float32",
+        "--epochs",
+        "1",
+        "--json",
+        "--plot",
+        str(plot),
+    )
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(result.stdout)["runs"]
+    assert [r["variant"] for r in runs] == [
+        f"{name}, float32" for name in ("as written", "fix sign", "fix pixels", "fix softmax", "all fixed")
+    ]
+    assert [r["cause"] for r in runs] == ["divergence", "overflow", "divergence", "divergence", None]
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+    assert len(result.stderr.splitlines()) == 5  # one progress line per run
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--log-every", "0"], "--log-every: must be an integer >= 1"),
+        (["--dtype", "float16"], "--dtype: invalid choice"),
+        (["--plot", "/nonexistent/dir/x.png"], "the directory /nonexistent/dir does not exist"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_status_2(args, message, capsys):
+    try:
+        status = main(["diagnose", *args])
+    except SystemExit as e:  # argparse
+        status = e.code
+    assert status == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_plot_without_matplotlib(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    assert main(["diagnose", "--plot", "x.png"]) == 2
+    assert "pip install 'jax-softmax[plot]'" in capsys.readouterr().err

@@ -365,7 +365,7 @@ def _add_diagnose(subparsers) -> None:
 def run_diagnose(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from jax_softmax.diagnose import DTYPES, PLOT_INSTALL_HINT, DiagnoseConfig, all_variants, default_variants
+    from jax_softmax.diagnose import PLOT_INSTALL_HINT, DiagnoseConfig, all_variants, default_variants
 
     if args.plot is not None:
         try:
@@ -377,7 +377,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
         if not Path(args.plot).resolve().parent.is_dir():
             raise CommandError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
     if args.all:
-        variants = all_variants((args.dtype,) if args.dtype else DTYPES)
+        variants = all_variants((args.dtype,)) if args.dtype else all_variants()
     else:
         variants = default_variants(args.dtype or "float64")
     if any(v.dtype == "float64" for v in variants):

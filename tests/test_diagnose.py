@@ -224,6 +224,7 @@ def test_default_variants_are_the_question_each_fix_and_all_fixes():
     everything = js.all_variants()
     assert len(everything) == len(set(everything)) == 16
     assert len({v.name for v in everything}) == 16
+    assert everything[0] == js.Variant() and everything[8].dtype == "float32"  # the question's float64 first
 
 
 def test_json_has_exactly_the_documented_fields(synthetic_runs):

@@ -14,6 +14,7 @@ Gradient descent *subtracts* this: ``w <- w - lr * dL/dw``. Subtracting
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Literal
 
@@ -22,7 +23,8 @@ import jax.numpy as jnp
 import optax
 from jax.typing import ArrayLike
 
-from jax_softmax.model import PRECISION, Params, logits, loss
+from jax_softmax import validation
+from jax_softmax.model import PRECISION, Params, _logits, _loss, loss
 
 GradMode = Literal["autodiff", "manual"]
 GRAD_MODES: tuple[str, ...] = ("autodiff", "manual")
@@ -41,10 +43,21 @@ def manual_value_and_grad(
 
     Returns:
       ``(loss, grads)`` with ``grads`` shaped like ``params``.
+
+    Raises:
+      TypeError, ValueError: for malformed arguments, NaN/inf inputs, labels out
+        of range or a negative ``l2``, naming the argument.
     """
+    validation.check_batch(params, x, y, l2)
+    return _manual_value_and_grad(params, x, y, l2)
+
+
+def _manual_value_and_grad(
+    params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike
+) -> tuple[jax.Array, Params]:
     x = jnp.asarray(x, params.w.dtype)
     y = jnp.asarray(y)
-    z = logits(params, x)
+    z = _logits(params, x)
     log_p = jax.nn.log_softmax(z, axis=-1)
     num_classes = z.shape[-1]
     onehot = jax.nn.one_hot(y, num_classes, dtype=z.dtype)
@@ -67,13 +80,22 @@ def manual_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0)
 
     Returns:
       ``Params`` of gradients: ``w`` ``[num_features, num_classes]``, ``b`` ``[num_classes]``.
+
+    Raises:
+      TypeError, ValueError: as :func:`jax_softmax.loss`.
     """
-    return manual_value_and_grad(params, x, y, l2)[1]
+    validation.check_batch(params, x, y, l2)
+    return _manual_value_and_grad(params, x, y, l2)[1]
 
 
 def autodiff_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> Params:
-    """Gradient of :func:`jax_softmax.loss` by ``jax.grad``; same shapes as ``params``."""
-    return jax.grad(loss)(params, x, y, l2)
+    """Gradient of :func:`jax_softmax.loss` by ``jax.grad``; same shapes as ``params``.
+
+    Raises:
+      TypeError, ValueError: as :func:`jax_softmax.loss`.
+    """
+    validation.check_batch(params, x, y, l2)
+    return jax.grad(_loss)(params, x, y, l2)
 
 
 def value_and_grad_fn(grad: GradMode) -> Callable[..., tuple[jax.Array, Params]]:
@@ -123,14 +145,25 @@ def make_update(
     ``step(params, opt_state, x, y) -> (params, opt_state)``, with the state from
     ``optimizer.init(params)``. Either step compiles once per input shape and dtype.
 
+    The step checks its arguments before it enters the compiled code, like
+    :func:`jax_softmax.loss` (and ``lr``: a finite scalar > 0), raising
+    ``TypeError``/``ValueError``; ``step.__wrapped__`` is the compiled step without
+    the checks, for callers that have checked their data already.
+
     Args:
       grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (the closed form).
       optimizer: an optax optimizer, or ``None`` for plain SGD.
-      l2: strength of the L2 penalty on the weights.
+      l2: strength of the L2 penalty on the weights, finite and >= 0.
 
     Raises:
-      ValueError: for an unknown gradient mode.
+      ValueError: for an unknown gradient mode or a negative or non-finite ``l2``.
+      TypeError: for an optimizer that is not an optax ``GradientTransformation``.
     """
+    validation.check_l2(l2)
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(
+            f"optimizer must be an optax GradientTransformation or None, got {type(optimizer).__name__}"
+        )
     grad_fn = value_and_grad_fn(grad)
 
     if optimizer is None:
@@ -140,7 +173,13 @@ def make_update(
             _, grads = grad_fn(params, x, y, l2)
             return jax.tree.map(lambda p, g: (p - lr * g).astype(p.dtype), params, grads)
 
-        return sgd_step
+        @functools.wraps(sgd_step)
+        def checked_sgd_step(params: Params, x: ArrayLike, y: ArrayLike, lr: ArrayLike) -> Params:
+            validation.check_batch(params, x, y)
+            validation.check_learning_rate(lr)
+            return sgd_step(params, x, y, lr)
+
+        return checked_sgd_step
 
     @jax.jit
     def optax_step(params: Params, opt_state, x: ArrayLike, y: ArrayLike):
@@ -148,4 +187,9 @@ def make_update(
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state
 
-    return optax_step
+    @functools.wraps(optax_step)
+    def checked_optax_step(params: Params, opt_state, x: ArrayLike, y: ArrayLike):
+        validation.check_batch(params, x, y)
+        return optax_step(params, opt_state, x, y)
+
+    return checked_optax_step

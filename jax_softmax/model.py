@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
+from jax_softmax import validation
+
 # Full float32 products on every backend: GPUs and TPUs otherwise default to
 # reduced-precision (TF32 / bfloat16) passes, which would hide the agreement
 # between the manual and the automatic gradient behind rounding noise.
@@ -75,11 +77,21 @@ def logits(params: Params, x: ArrayLike) -> jax.Array:
 
     Args:
       params: model parameters.
-      x: inputs, ``[batch, num_features]``.
+      x: inputs, ``[batch, num_features]``, floating (or integer, such as uint8
+        pixels); converted to the parameters' dtype.
 
     Returns:
       ``[batch, num_classes]`` logits in the parameters' dtype.
+
+    Raises:
+      TypeError, ValueError: for malformed parameters or inputs, or NaN/inf inputs,
+        naming the argument (see :mod:`jax_softmax.validation`).
     """
+    validation.check_batch(params, x)
+    return _logits(params, x)
+
+
+def _logits(params: Params, x: ArrayLike) -> jax.Array:
     x = jnp.asarray(x, params.w.dtype)
     return jnp.matmul(x, params.w, precision=PRECISION) + params.b[None, :]
 
@@ -95,25 +107,63 @@ def loss(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> jax
       params: model parameters.
       x: inputs, ``[batch, num_features]``.
       y: integer labels, ``[batch]``, each in ``[0, num_classes)``.
-      l2: strength of the L2 penalty on the weights (not the biases).
+      l2: strength of the L2 penalty on the weights (not the biases), finite and >= 0.
 
     Returns:
       The scalar loss.
+
+    Raises:
+      TypeError, ValueError: for malformed arguments, NaN/inf inputs, labels out
+        of range or a negative ``l2``, naming the argument.
 
     >>> p = init_params(jax.random.key(0), 2, 4, scale=0.0)
     >>> round(float(loss(p, jnp.ones((3, 2)), jnp.array([0, 1, 2]))), 6)  # log(4)
     1.386294
     """
-    log_p = jax.nn.log_softmax(logits(params, x), axis=-1)
+    validation.check_batch(params, x, y, l2)
+    return _loss(params, x, y, l2)
+
+
+def _loss(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> jax.Array:
+    log_p = jax.nn.log_softmax(_logits(params, x), axis=-1)
     nll = -jnp.take_along_axis(log_p, jnp.asarray(y)[:, None], axis=-1)
     return jnp.mean(nll) + 0.5 * l2 * jnp.sum(params.w * params.w)
 
 
 def predict(params: Params, x: ArrayLike) -> jax.Array:
-    """Most probable class of each input, ``[batch]`` int32."""
-    return jnp.argmax(logits(params, x), axis=-1).astype(jnp.int32)
+    """Most probable class of each input.
+
+    Args:
+      params: model parameters.
+      x: inputs, ``[batch, num_features]``.
+
+    Returns:
+      ``[batch]`` int32 class indices.
+
+    Raises:
+      TypeError, ValueError: for malformed parameters or inputs, or NaN/inf inputs.
+    """
+    validation.check_batch(params, x)
+    return _predict(params, x)
+
+
+def _predict(params: Params, x: ArrayLike) -> jax.Array:
+    return jnp.argmax(_logits(params, x), axis=-1).astype(jnp.int32)
 
 
 def accuracy(params: Params, x: ArrayLike, y: ArrayLike) -> jax.Array:
-    """Fraction of inputs whose most probable class is the label (a scalar)."""
-    return jnp.mean(predict(params, x) == jnp.asarray(y))
+    """Fraction of inputs whose most probable class is the label.
+
+    Args:
+      params: model parameters.
+      x: inputs, ``[batch, num_features]``.
+      y: integer labels, ``[batch]``, each in ``[0, num_classes)``.
+
+    Returns:
+      A scalar in ``[0, 1]``.
+
+    Raises:
+      TypeError, ValueError: for malformed arguments, NaN/inf inputs or labels out of range.
+    """
+    validation.check_batch(params, x, y)
+    return jnp.mean(_predict(params, x) == jnp.asarray(y))

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
+import math
 import os
 import shutil
 import socket
 import urllib.parse
 import zlib
 from pathlib import Path
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
@@ -84,16 +86,70 @@ class Mnist(NamedTuple):
     test: Split
 
 
-def _read_bytes(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        head = f.read(2)
-        f.seek(0)
-        if head != b"\x1f\x8b":
-            return f.read()
-        try:
-            return gzip.GzipFile(fileobj=f).read()
-        except (OSError, EOFError, zlib.error) as e:
-            raise IdxError(f"{path}: corrupt gzip stream ({e})") from None
+# Read in pieces, so that a header declaring a huge shape costs no more memory than
+# the file really holds.
+_CHUNK = 1 << 20
+# NumPy's limit on the number of dimensions of an array, for every NumPy version.
+MAX_IDX_DIMS = 32
+
+
+def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Reads ``size`` bytes, or fewer if the stream ends first."""
+    chunks = []
+    while size > 0:
+        chunk = stream.read(min(size, _CHUNK))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _parse_stream(
+    stream: BinaryIO, name: str, expected_shape: tuple[int, ...] | None = None
+) -> tuple[np.ndarray, bytes]:
+    """Reads one IDX file from ``stream``: its array and its bytes, or an ``IdxError``.
+
+    The header is checked before the body is read, so a file of the wrong kind fails
+    after four bytes, whatever its size.
+    """
+    head = _read_up_to(stream, 4)
+    if len(head) < 4:
+        raise IdxError(f"{name}: {len(head)} bytes is too short for an IDX header")
+    if head[0] != 0 or head[1] != 0:
+        raise IdxError(f"{name}: bad magic number 0x{head.hex()} (an IDX file starts with two zero bytes)")
+    type_code, ndim = head[2], head[3]
+    if type_code not in IDX_DTYPES:
+        raise IdxError(f"{name}: unknown IDX element type 0x{type_code:02x}")
+    if ndim == 0:
+        raise IdxError(f"{name}: IDX header declares zero dimensions")
+    if ndim > MAX_IDX_DIMS:
+        raise IdxError(f"{name}: IDX header declares {ndim} dimensions, more than {MAX_IDX_DIMS}")
+    dims = _read_up_to(stream, 4 * ndim)
+    header = 4 + 4 * ndim
+    if len(dims) < 4 * ndim:
+        raise IdxError(f"{name}: truncated header ({4 + len(dims)} bytes, {ndim} dimensions need {header})")
+    shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+    if expected_shape is not None and shape != tuple(expected_shape):
+        raise IdxError(f"{name}: shape {shape}, expected {tuple(expected_shape)}")
+    dtype = IDX_DTYPES[type_code]
+    size = math.prod(shape) * dtype.itemsize
+    body = _read_up_to(stream, size)
+    if len(body) < size:
+        raise IdxError(
+            f"{name}: truncated: header declares shape {shape} ({header + size} bytes), "
+            f"file has {header + len(body)}"
+        )
+    if stream.read(1):
+        raise IdxError(
+            f"{name}: has trailing bytes: header declares shape {shape} ({header + size} bytes), "
+            "file has more"
+        )
+    try:
+        array = np.frombuffer(body, dtype).reshape(shape)
+    except ValueError as e:  # an empty shape whose other dimensions overflow NumPy's sizes
+        raise IdxError(f"{name}: shape {shape} cannot be an array ({e})") from None
+    return array.astype(dtype.newbyteorder("=")), head + dims + body
 
 
 def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
@@ -101,37 +157,20 @@ def parse_idx(data: bytes, name: str = "<bytes>") -> np.ndarray:
 
     Raises:
       IdxError: naming ``name``, for a bad magic number, an unknown element type, a
-        zero dimension count, or a length that does not match the header.
+        zero or too large dimension count, or a length that does not match the header.
     """
-    if len(data) < 4:
-        raise IdxError(f"{name}: {len(data)} bytes is too short for an IDX header")
-    if data[0] != 0 or data[1] != 0:
-        raise IdxError(
-            f"{name}: bad magic number 0x{data[:4].hex()} (an IDX file starts with two zero bytes)"
-        )
-    type_code, ndim = data[2], data[3]
-    if type_code not in IDX_DTYPES:
-        raise IdxError(f"{name}: unknown IDX element type 0x{type_code:02x}")
-    if ndim == 0:
-        raise IdxError(f"{name}: IDX header declares zero dimensions")
-    header = 4 + 4 * ndim
-    if len(data) < header:
-        raise IdxError(f"{name}: truncated header ({len(data)} bytes, {ndim} dimensions need {header})")
-    shape = tuple(int(d) for d in np.frombuffer(data, ">u4", count=ndim, offset=4))
-    dtype = IDX_DTYPES[type_code]
-    expected = header + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) != expected:
-        problem = "truncated" if len(data) < expected else "has trailing bytes"
-        raise IdxError(
-            f"{name}: {problem}: header declares shape {shape} ({expected} bytes), file has {len(data)}"
-        )
-    return np.frombuffer(data, dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return _parse_stream(io.BytesIO(data), name)[0]
 
 
 def read_idx(
     path: str | os.PathLike, expected_shape: tuple[int, ...] | None = None, sha256: str | None = None
 ) -> np.ndarray:
     """Reads an IDX file, gzip-compressed or raw.
+
+    The whole file is checked before anything is returned: a file that is not an IDX
+    file, is cut short or has bytes to spare, or whose gzip stream is corrupt, raises
+    ``IdxError`` and returns no data. Memory use is bounded by the file's content,
+    whatever its header declares.
 
     Args:
       path: the file.
@@ -142,28 +181,40 @@ def read_idx(
       The array, in native byte order.
 
     Raises:
-      IdxError: naming the file and the problem.
+      IdxError: naming the file and the problem; the only error this raises.
     """
     path = Path(path)
     try:
-        data = _read_bytes(path)
+        with open(path, "rb") as f:
+            if f.peek(2)[:2] != b"\x1f\x8b":
+                array, data = _parse_stream(f, str(path), expected_shape)
+            else:
+                try:
+                    with gzip.GzipFile(fileobj=f) as stream:
+                        array, data = _parse_stream(stream, str(path), expected_shape)
+                except (OSError, EOFError, zlib.error) as e:
+                    raise IdxError(f"{path}: corrupt gzip stream ({e})") from None
     except FileNotFoundError:
         raise IdxError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise IdxError(f"{path}: is a directory, not an IDX file") from None
-    array = parse_idx(data, str(path))
-    if expected_shape is not None and array.shape != tuple(expected_shape):
-        raise IdxError(f"{path}: shape {array.shape}, expected {tuple(expected_shape)}")
+    except OSError as e:
+        raise IdxError(f"{path}: cannot be read ({e.strerror or e})") from None
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
         raise IdxError(f"{path}: content differs from the canonical MNIST file (SHA-256 mismatch)")
     return array
+
+
+_MNIST_DIR_HINT = "expected a directory holding the four MNIST IDX files, gzip or raw: " + ", ".join(
+    f"{stem}.gz" for stem in MNIST_FILES
+)
 
 
 def _find(data_dir: Path, stem: str) -> Path:
     for candidate in (data_dir / f"{stem}.gz", data_dir / stem):
         if candidate.is_file():
             return candidate
-    raise IdxError(f"{data_dir}: neither {stem}.gz nor {stem} is there")
+    raise IdxError(f"{data_dir}: neither {stem}.gz nor {stem} is there ({_MNIST_DIR_HINT})")
 
 
 def _check_pair(images: np.ndarray, labels: np.ndarray, source: str) -> None:
@@ -174,8 +225,12 @@ def _check_pair(images: np.ndarray, labels: np.ndarray, source: str) -> None:
     if len(images) != len(labels):
         raise IdxError(f"{source}: {len(images)} images but {len(labels)} labels")
     if labels.size and labels.max() >= NUM_CLASSES:
-        bad = int(np.argmax(labels >= NUM_CLASSES))
-        raise IdxError(f"{source}: label {labels[bad]} at index {bad} is outside 0-9")
+        outside = labels >= NUM_CLASSES
+        bad = int(np.argmax(outside))
+        raise IdxError(
+            f"{source}: label {labels[bad]} at index {bad} is outside 0-9 "
+            f"({np.count_nonzero(outside)} of the {len(labels)} labels are)"
+        )
 
 
 def read_mnist_dir(data_dir: str | os.PathLike, *, verify: bool = True) -> dict[str, np.ndarray]:
@@ -195,7 +250,7 @@ def read_mnist_dir(data_dir: str | os.PathLike, *, verify: bool = True) -> dict[
     """
     data_dir = Path(data_dir)
     if not data_dir.is_dir():
-        raise IdxError(f"{data_dir}: not a directory")
+        raise IdxError(f"{data_dir}: not a directory ({_MNIST_DIR_HINT})")
     arrays = {}
     for stem, (shape, digest) in MNIST_FILES.items():
         path = _find(data_dir, stem)

@@ -133,7 +133,8 @@ def run_train(args: argparse.Namespace) -> int:
     data = load_mnist(args.data_dir)
     if args.batch_size > len(data.train.x):
         raise CommandError(
-            f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples)"
+            f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples); "
+            f"choose at most {len(data.train.x)}"
         )
 
     write_epoch = None
@@ -221,6 +222,11 @@ def _load_checkpoint(path: str):
     from jax_softmax.checkpoint import load_params, read_checkpoint
     from jax_softmax.run_dir import check_pixel_scaling
 
+    if not os.path.isfile(path):
+        raise CommandError(
+            f"--params {path}: no such checkpoint file; pass the params.npz that "
+            f"'{PROG} train --out DIR' writes in DIR"
+        )
     enable_dtype(read_checkpoint(path)[2]["dtype"])
     checkpoint = load_params(path)
     check_pixel_scaling(checkpoint.metadata, path)

@@ -222,9 +222,9 @@ def _load_checkpoint(path: str):
     from jax_softmax.checkpoint import load_params, read_checkpoint
     from jax_softmax.run_dir import check_pixel_scaling
 
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise CommandError(
-            f"--params {path}: no such checkpoint file; pass the params.npz that "
+            f"--params {path}: no such file; pass the checkpoint params.npz that "
             f"'{PROG} train --out DIR' writes in DIR"
         )
     enable_dtype(read_checkpoint(path)[2]["dtype"])

@@ -485,7 +485,7 @@ CLI_CASES = {
     "evaluate-no-params": (["evaluate"], "the following arguments are required: --params"),
     "evaluate-params-missing": (
         ["evaluate", "--params", "{missing}"],
-        "--params {missing}: no such checkpoint file; pass the params.npz",
+        "--params {missing}: no such file; pass the checkpoint params.npz",
     ),
     "evaluate-params-not-a-checkpoint": (
         ["evaluate", "--params", "{tmp}/file.txt"],
@@ -501,7 +501,7 @@ CLI_CASES = {
     ),
     "predict-params-missing": (
         ["predict", "--params", "{missing}", "digit.png"],
-        "--params {missing}: no such checkpoint file",
+        "--params {missing}: no such file; pass the checkpoint",
     ),
     "diagnose-lr-zero": (["diagnose", "--lr", "0"], "--lr: must be a finite number > 0"),
     "diagnose-data-dir-missing": (

@@ -1,6 +1,7 @@
 """Softmax (multinomial logistic) regression on MNIST, in pure JAX functions."""
 
 from jax_softmax.checkpoint import Checkpoint, CheckpointError, load_params, read_checkpoint, save_params
+from jax_softmax.compilation_cache import enable_compilation_cache
 from jax_softmax.data import (
     DataNotFoundError,
     IdxError,
@@ -40,7 +41,7 @@ from jax_softmax.run_dir import (
     start_run,
     write_plots,
 )
-from jax_softmax.train import EpochMetrics, History, evaluate, fit
+from jax_softmax.train import EpochMetrics, History, evaluate, fit, shuffled_indices, train_epoch
 
 __version__ = "0.1.0"
 
@@ -70,6 +71,7 @@ __all__ = [
     "confusion_matrix",
     "default_variants",
     "diagnose_variant",
+    "enable_compilation_cache",
     "epoch_writer",
     "evaluate",
     "fit",
@@ -99,7 +101,9 @@ __all__ = [
     "run_metadata",
     "save_figure",
     "save_params",
+    "shuffled_indices",
     "start_run",
+    "train_epoch",
     "train_variant",
     "write_plots",
 ]

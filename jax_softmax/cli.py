@@ -59,6 +59,31 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_cache_flags(parser: argparse.ArgumentParser) -> None:
+    from jax_softmax.compilation_cache import CACHE_DIR_ENV, default_cache_dir
+
+    parser.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        default=os.environ.get(CACHE_DIR_ENV) or str(default_cache_dir()),
+        help=f"JAX's persistent compilation cache: a second run loads its compiled programs from DIR "
+        f"(${CACHE_DIR_ENV} sets the default)",
+    )
+    parser.add_argument("--no-cache", action="store_true", help="compile everything afresh, cache nothing")
+
+
+def enable_cache(args: argparse.Namespace) -> None:
+    """Turns on the compilation cache unless --no-cache; warns and goes on if DIR cannot be made."""
+    if args.no_cache:
+        return
+    from jax_softmax.compilation_cache import enable_compilation_cache
+
+    try:
+        enable_compilation_cache(args.cache_dir)
+    except OSError as e:
+        print(f"{PROG}: warning: compilation cache off ({e})", file=sys.stderr)
+
+
 def enable_dtype(name: str) -> None:
     """Switches on 64-bit JAX when float64 is asked for; call before any array exists."""
     if name == "float64":
@@ -99,6 +124,7 @@ def _add_train(subparsers) -> None:
     )
     p.add_argument("--overwrite", action="store_true", help="with --out, replace a run already in DIR")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    add_cache_flags(p)
     p.set_defaults(run=run_train)
 
 
@@ -124,6 +150,7 @@ def _progress_bar(epochs: int, stream):
 
 def run_train(args: argparse.Namespace) -> int:
     enable_dtype(args.dtype)
+    enable_cache(args)
     import jax
 
     from jax_softmax.data import load_mnist

@@ -65,16 +65,16 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cache-dir",
         metavar="DIR",
-        default=os.environ.get(CACHE_DIR_ENV) or str(default_cache_dir()),
+        default=os.environ.get(CACHE_DIR_ENV, str(default_cache_dir())),
         help=f"JAX's persistent compilation cache: a second run loads its compiled programs from DIR "
-        f"(${CACHE_DIR_ENV} sets the default)",
+        f"(${CACHE_DIR_ENV} sets the default; empty turns the cache off)",
     )
     parser.add_argument("--no-cache", action="store_true", help="compile everything afresh, cache nothing")
 
 
 def enable_cache(args: argparse.Namespace) -> None:
-    """Turns on the compilation cache unless --no-cache; warns and goes on if DIR cannot be made."""
-    if args.no_cache:
+    """Turns on the compilation cache unless it is off; warns and goes on if DIR cannot be made."""
+    if args.no_cache or not args.cache_dir:
         return
     from jax_softmax.compilation_cache import enable_compilation_cache
 

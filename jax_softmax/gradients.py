@@ -24,7 +24,7 @@ import optax
 from jax.typing import ArrayLike
 
 from jax_softmax import validation
-from jax_softmax.model import PRECISION, Params, _logits, _loss, loss
+from jax_softmax.model import PRECISION, Params, _is_literal_zero, _logits, _loss, loss
 
 GradMode = Literal["autodiff", "manual"]
 GRAD_MODES: tuple[str, ...] = ("autodiff", "manual")
@@ -62,9 +62,12 @@ def _manual_value_and_grad(
     num_classes = z.shape[-1]
     onehot = jax.nn.one_hot(y, num_classes, dtype=z.dtype)
     batch = z.shape[0]
-    value = -jnp.sum(onehot * log_p) / batch + 0.5 * l2 * jnp.sum(params.w * params.w)
+    value = -jnp.sum(onehot * log_p) / batch
     delta = (jnp.exp(log_p) - onehot) / batch
-    grad_w = jnp.matmul(x.T, delta, precision=PRECISION) + l2 * params.w
+    grad_w = jnp.matmul(x.T, delta, precision=PRECISION)
+    if not _is_literal_zero(l2):
+        value = value + 0.5 * l2 * jnp.sum(params.w * params.w)
+        grad_w = grad_w + l2 * params.w
     grad_b = jnp.sum(delta, axis=0)
     return value, Params(w=grad_w, b=grad_b)
 

@@ -68,9 +68,60 @@ def evaluate(params: Params, x: ArrayLike, y: ArrayLike) -> tuple[jax.Array, jax
     return loss(params, x, y), jnp.mean(jnp.argmax(z, axis=-1) == y)
 
 
-def _epoch(
+def _stable_argsort_uint32(keys: jax.Array) -> jax.Array:
+    """Indices that sort ``keys`` (uint32 ``[n]``), ties in their original order.
+
+    On XLA's CPU backend ``lax.sort_key_val`` takes about 30 ms for 54,000 keys, a
+    sort of one uint32 array about 3 ms. So this is a least-significant-digit radix
+    sort made of single-array sorts: each pass packs one digit of the key above the
+    element's current position into one uint32 and sorts that. The position breaks
+    ties, which makes every pass stable, so the passes compose into a stable sort by
+    the whole key.
+    """
+    n = keys.shape[0]
+    position_bits = max(1, (n - 1).bit_length())
+    digit_bits = 32 - position_bits
+    position_mask = (1 << position_bits) - 1
+    positions = jnp.arange(n, dtype=jnp.uint32)
+    order = None
+    for shift in range(0, 32, digit_bits):
+        digits = (keys if order is None else keys[order]) >> shift
+        digits = digits & ((1 << digit_bits) - 1) if shift + digit_bits < 32 else digits
+        ranks = (jnp.sort((digits << position_bits) | positions) & position_mask).astype(jnp.int32)
+        order = ranks if order is None else order[ranks]
+    return order
+
+
+def shuffled_indices(key: jax.Array, n: int) -> jax.Array:
+    """The permutation of ``range(n)`` that ``jax.random.permutation(key, n)`` returns.
+
+    The same algorithm (rounds of sorting by fresh random 32-bit keys) and the same
+    result, with the key-value sort replaced by :func:`_stable_argsort_uint32`:
+    about three times faster on a CPU for MNIST's 54,000 examples. Above 2**24
+    elements, where the radix sort needs many passes, it is
+    ``jax.random.permutation`` itself.
+
+    Args:
+      key: a PRNG key.
+      n: the number of elements, a static integer >= 1.
+
+    Returns:
+      ``[n]`` int32 indices.
+    """
+    if n > 1 << 24:
+        return jax.random.permutation(key, n)
+    # jax.random.permutation's number of rounds, from its heuristic stop criterion.
+    rounds = int(np.ceil(3 * np.log(max(1, n)) / np.log(np.iinfo(np.uint32).max)))
+    indices = jnp.arange(n, dtype=jnp.int32)
+    for _ in range(rounds):
+        key, subkey = jax.random.split(key)
+        indices = indices[_stable_argsort_uint32(jax.random.bits(subkey, (n,), jnp.uint32))]
+    return indices
+
+
+def train_epoch(
     params: Params,
-    opt_state,
+    opt_state: optax.OptState,
     key: jax.Array,
     x: jax.Array,
     y: jax.Array,
@@ -80,25 +131,57 @@ def _epoch(
     grad: GradMode,
     optimizer: optax.GradientTransformation | None,
     l2: float,
-):
-    """One pass over a fresh permutation of ``(x, y)``; the remainder batch is dropped."""
+) -> tuple[Params, optax.OptState, jax.Array]:
+    """One pass of mini-batch gradient descent over a fresh permutation of ``(x, y)``.
+
+    A pure function, written to be jitted (with the keyword arguments static) and
+    vmapped over models. The batches are gathered from ``x`` by index inside one
+    ``lax.scan``, so the data set is never copied; the remainder batch of
+    ``n % batch_size`` examples is dropped.
+
+    Plain SGD carries the weights transposed, ``[num_classes, num_features]``, through
+    the scan: the gradient's product is then ``delta^T x`` (``[num_classes,
+    num_features]``), which XLA's CPU backend computes about 1.7 times as fast as
+    ``x^T delta`` for MNIST's shapes. The update is the same.
+
+    Args:
+      params: model parameters.
+      opt_state: the optimizer's state (``()`` for plain SGD).
+      key: PRNG key for this epoch's order.
+      x: inputs, ``[n, num_features]`` in the parameters' dtype.
+      y: int32 labels, ``[n]``.
+      lr: the learning rate, a scalar (used by plain SGD; optax optimizers hold theirs).
+      batch_size: examples per step, at most ``n``.
+      grad: ``"autodiff"`` or ``"manual"``.
+      optimizer: an optax optimizer, or ``None`` for plain SGD.
+      l2: strength of the L2 penalty on the weights.
+
+    Returns:
+      ``(params, opt_state, mean_loss)``: the mean of the mini-batch losses.
+    """
     grad_fn = value_and_grad_fn(grad)
     num_batches = x.shape[0] // batch_size
-    order = jax.random.permutation(key, x.shape[0])[: num_batches * batch_size]
+    order = shuffled_indices(key, x.shape[0])[: num_batches * batch_size]
+    order = order.reshape(num_batches, batch_size)
 
-    def step(carry, batch_idx):
+    if optimizer is None:
+
+        def sgd_step(carry, batch_idx):
+            w_t, b = carry
+            value, grads = grad_fn(Params(w_t.T, b), x[batch_idx], y[batch_idx], l2)
+            w_t = (w_t - lr * grads.w.T).astype(w_t.dtype)
+            return (w_t, (b - lr * grads.b).astype(b.dtype)), value
+
+        (w_t, b), losses = jax.lax.scan(sgd_step, (params.w.T, params.b), order)
+        return Params(w_t.T, b), opt_state, jnp.mean(losses)
+
+    def optax_step(carry, batch_idx):
         params, opt_state = carry
         value, grads = grad_fn(params, x[batch_idx], y[batch_idx], l2)
-        if optimizer is None:
-            params = jax.tree.map(lambda p, g: (p - lr * g).astype(p.dtype), params, grads)
-        else:
-            updates, opt_state = optimizer.update(grads, opt_state, params)
-            params = optax.apply_updates(params, updates)
-        return (params, opt_state), value
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), value
 
-    (params, opt_state), losses = jax.lax.scan(
-        step, (params, opt_state), order.reshape(num_batches, batch_size)
-    )
+    (params, opt_state), losses = jax.lax.scan(optax_step, (params, opt_state), order)
     return params, opt_state, jnp.mean(losses)
 
 
@@ -187,21 +270,21 @@ def fit(
     transform = make_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
     opt_state = () if transform is None else transform.init(params)
 
-    x_train = jax.device_put(jnp.asarray(x_train, dtype))
-    y_train = jax.device_put(jnp.asarray(y_train, jnp.int32))
+    x_train = jnp.asarray(x_train, dtype)
+    y_train = jnp.asarray(y_train, jnp.int32)
     if validation is not None:
-        x_val = jax.device_put(jnp.asarray(x_val, dtype))
-        y_val = jax.device_put(jnp.asarray(y_val, jnp.int32))
+        x_val = jnp.asarray(x_val, dtype)
+        y_val = jnp.asarray(y_val, jnp.int32)
     lr_array = jnp.asarray(lr, dtype)
 
     epoch_fn = jax.jit(
-        partial(_epoch, batch_size=batch_size, grad=grad, optimizer=transform, l2=l2),
+        partial(train_epoch, batch_size=batch_size, grad=grad, optimizer=transform, l2=l2),
         donate_argnums=(0, 1),
     )
     start = time.perf_counter()
     compiled = epoch_fn.lower(params, opt_state, shuffle_key, x_train, y_train, lr_array).compile()
     if validation is not None:
-        evaluate.lower(params, x_val, y_val).compile()
+        evaluate_compiled = evaluate.lower(params, x_val, y_val).compile()
     history = History(compile_seconds=time.perf_counter() - start)
 
     for epoch in range(1, epochs + 1):
@@ -209,7 +292,7 @@ def fit(
         shuffle_key, epoch_key = jax.random.split(shuffle_key)
         params, opt_state, train_loss = compiled(params, opt_state, epoch_key, x_train, y_train, lr_array)
         if validation is not None:
-            val_loss, val_acc = evaluate(params, x_val, y_val)
+            val_loss, val_acc = evaluate_compiled(params, x_val, y_val)
         else:
             val_loss = val_acc = jnp.nan
         metrics = EpochMetrics(

@@ -9,9 +9,15 @@ from pathlib import Path
 import jax
 import pytest
 
+from jax_softmax.compilation_cache import CACHE_DIR_ENV
 from jax_softmax.data import DATA_DIR_ENV
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The command line's persistent compilation cache is global to a process (and lives in
+# the user's home): off for the tests and the commands they start, which would
+# otherwise compile less and count fewer compilations after one another.
+os.environ[CACHE_DIR_ENV] = ""
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -41,6 +41,7 @@ from jax_softmax.run_dir import (
     start_run,
     write_plots,
 )
+from jax_softmax.sweep import SweepResult, SweepRun, format_sweep, plot_sweep, rank_runs, sweep
 from jax_softmax.train import EpochMetrics, History, evaluate, fit, shuffled_indices, train_epoch
 
 __version__ = "0.1.0"
@@ -58,6 +59,8 @@ __all__ = [
     "Params",
     "Report",
     "Split",
+    "SweepResult",
+    "SweepRun",
     "TrainingLog",
     "Variant",
     "Verdict",
@@ -77,6 +80,7 @@ __all__ = [
     "fit",
     "format_diagnosis",
     "format_diagnosis_log",
+    "format_sweep",
     "init_params",
     "load_inputs",
     "load_mnist",
@@ -90,9 +94,11 @@ __all__ = [
     "plot_confusion",
     "plot_curves",
     "plot_diagnosis",
+    "plot_sweep",
     "plot_weights",
     "predict",
     "preprocess_image",
+    "rank_runs",
     "read_checkpoint",
     "read_idx",
     "read_metrics",
@@ -103,6 +109,7 @@ __all__ = [
     "save_params",
     "shuffled_indices",
     "start_run",
+    "sweep",
     "train_epoch",
     "train_variant",
     "write_plots",

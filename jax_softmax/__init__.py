@@ -32,6 +32,7 @@ from jax_softmax.evaluation import Report, class_probabilities, classification_r
 from jax_softmax.gradients import autodiff_grad, make_optimizer, make_update, manual_grad
 from jax_softmax.images import load_inputs, preprocess_image
 from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
+from jax_softmax.nonfinite import NonFiniteError, NonFiniteStop
 from jax_softmax.plots import plot_confusion, plot_curves, plot_weights, save_figure
 from jax_softmax.run_dir import (
     append_metrics,
@@ -56,6 +57,8 @@ __all__ = [
     "History",
     "IdxError",
     "Mnist",
+    "NonFiniteError",
+    "NonFiniteStop",
     "Params",
     "Report",
     "Split",

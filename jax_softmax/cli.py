@@ -123,6 +123,20 @@ def _add_train(subparsers) -> None:
         help="write metrics.jsonl, params.npz, curves.png, weights.png and confusion.png to DIR",
     )
     p.add_argument("--overwrite", action="store_true", help="with --out, replace a run already in DIR")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        help="continue the run that --out DIR saved, with its flags, up to --epochs (default: the run's); "
+        "the result equals an uninterrupted run's",
+    )
+    p.add_argument(
+        "--on-nonfinite",
+        choices=("stop", "raise"),
+        default="stop",
+        help="when the loss or the parameters become NaN or infinite: stop (keep the last finite "
+        "parameters, save them with --out, report, exit status 1) or raise (an error line, exit "
+        "status 1; --out keeps the last completed epoch)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     add_cache_flags(p)
     p.set_defaults(run=run_train)
@@ -148,12 +162,67 @@ def _progress_bar(epochs: int, stream):
     return tqdm(total=epochs, file=stream, unit="epoch", dynamic_ncols=True, leave=True)
 
 
+def _given_train_flags(argv: Sequence[str]) -> set[str]:
+    """The training flags that ``argv`` sets explicitly (a default value given counts too)."""
+    parser = _Parser(prog=PROG)
+    subparsers = parser.add_subparsers(dest="command", parser_class=_Parser)
+    _add_train(subparsers)
+    unset = object()
+    subparsers.choices["train"].set_defaults(**dict.fromkeys(TRAIN_FLAGS, unset))
+    parsed = vars(parser.parse_args(argv))
+    return {name for name in TRAIN_FLAGS if parsed.get(name, unset) is not unset}
+
+
+def _read_resumed_run(args: argparse.Namespace) -> dict:
+    """Takes the training flags of the run in ``--resume DIR`` into ``args``; returns its metadata."""
+    from pathlib import Path
+
+    from jax_softmax.resume import merge_flags, read_run_metadata
+
+    if args.overwrite:
+        raise CommandError("--resume continues the run in DIR and --overwrite would delete it; leave one out")
+    if args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise CommandError(
+            f"--resume {args.resume} writes to {args.resume}, not to --out {args.out}; leave --out out"
+        )
+    metadata = read_run_metadata(args.resume)
+    given = {name: getattr(args, name) for name in _given_train_flags(args.argv)}
+    flags = merge_flags(metadata["training"], given, args.resume)
+    done = metadata["epoch"]
+    if flags["epochs"] <= done:
+        raise CommandError(
+            f"--resume {args.resume}: the run has completed {done} of its {flags['epochs']} epochs; "
+            f"pass --epochs N with N > {done} to train it further"
+        )
+    for name in TRAIN_FLAGS:
+        if name in flags:
+            setattr(args, name, flags[name])
+    args.out = args.resume
+    return metadata
+
+
+def _interrupted_line(epochs: int, done: int, out_dir) -> str:
+    if out_dir is None:
+        return (
+            f"{PROG} train: interrupted after epoch {done} of {epochs}; nothing saved "
+            "(pass --out DIR to keep a run)"
+        )
+    if done == 0:
+        return f"{PROG} train: interrupted before the first epoch ended; nothing saved in {out_dir}"
+    return (
+        f"{PROG} train: interrupted; saved epoch {done} of {epochs} in {out_dir} "
+        f"(metrics.jsonl, params.npz); continue with '{PROG} train --resume {out_dir}'"
+    )
+
+
 def run_train(args: argparse.Namespace) -> int:
+    resumed = _read_resumed_run(args) if args.resume is not None else None
     enable_dtype(args.dtype)
     enable_cache(args)
     import jax
 
     from jax_softmax.data import load_mnist
+    from jax_softmax.nonfinite import NonFiniteError
     from jax_softmax.train import evaluate, fit
 
     progress = sys.stderr if args.json else sys.stdout
@@ -164,20 +233,47 @@ def run_train(args: argparse.Namespace) -> int:
             f"choose at most {len(data.train.x)}"
         )
 
-    write_epoch = None
+    run = None
+    if resumed is not None:
+        from jax_softmax.resume import check_same_data, describe_flags, load_run
+
+        check_same_data(resumed, data, args.resume)
+        run = load_run(args.resume, resumed)
+        print(
+            f"resuming the run in {args.resume} after epoch {run.epoch}: epochs {run.epoch + 1} to "
+            f"{args.epochs} with {describe_flags(vars(args), TRAIN_FLAGS[1:])}",
+            file=progress,
+            flush=True,
+        )
+    out_dir = write_epoch = None
     if args.out is not None:
+        from pathlib import Path
+
         from jax_softmax.run_dir import RunExistsError, epoch_writer, run_metadata, start_run
 
-        try:
-            out_dir = start_run(args.out, overwrite=args.overwrite)
-        except RunExistsError as e:
-            raise CommandError(f"--out {e}; pass --overwrite to replace it") from None
+        if run is None:
+            try:
+                out_dir = start_run(args.out, overwrite=args.overwrite)
+            except RunExistsError as e:
+                raise CommandError(f"--out {e}; pass --overwrite to replace it") from None
+        else:
+            out_dir = Path(args.out)
         write_epoch = epoch_writer(out_dir, run_metadata({k: getattr(args, k) for k in TRAIN_FLAGS}, data))
-    bar = _progress_bar(args.epochs, progress)
+    start_epoch = 0 if run is None else run.epoch
+    done = [start_epoch]  # the last completed epoch, saved to out_dir when there is one
+    bar = _progress_bar(args.epochs - start_epoch, progress)
 
-    def report(metrics, params) -> None:
+    def report(metrics, params, opt_state) -> None:
         if write_epoch is not None:
-            write_epoch(metrics, params)
+            from jax_softmax.resume import interrupts_deferred, save_opt_state
+            from jax_softmax.run_dir import OPT_STATE_FILE
+
+            with interrupts_deferred():  # one epoch's files are written together, Ctrl-C or not
+                if jax.tree.leaves(opt_state):
+                    save_opt_state(out_dir / OPT_STATE_FILE, opt_state, metrics.epoch)
+                write_epoch(metrics, params)
+                done[0] = metrics.epoch
+        done[0] = metrics.epoch
         if bar is None:
             print(_epoch_line(metrics, args.epochs), file=progress, flush=True)
         else:
@@ -185,39 +281,69 @@ def run_train(args: argparse.Namespace) -> int:
             bar.set_postfix_str(f"val acc {100 * metrics.val_accuracy:.2f}%", refresh=False)
             bar.update(1)
 
-    params, history = fit(
-        data.train,
-        data.validation,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        grad=args.grad,
-        optimizer=args.optimizer,
-        l2=args.l2,
-        init_scale=args.init_scale,
-        seed=args.seed,
-        dtype=args.dtype,
-        callback=report,
-    )
-    if bar is not None:
-        bar.close()
+    try:
+        params, history = fit(
+            data.train,
+            data.validation,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            grad=args.grad,
+            optimizer=args.optimizer,
+            l2=args.l2,
+            init_scale=args.init_scale,
+            seed=args.seed,
+            dtype=args.dtype,
+            params=None if run is None else run.params,
+            opt_state=None if run is None else run.opt_state,
+            start_epoch=start_epoch,
+            on_nonfinite=args.on_nonfinite,
+            checkpoint_callback=report,
+        )
+    except KeyboardInterrupt:
+        print(_interrupted_line(args.epochs, done[0], out_dir), file=sys.stderr)
+        return 130
+    except NonFiniteError as e:
+        if out_dir is None:
+            kept = ""
+        elif done[0] == 0:
+            kept = f"; nothing saved in {out_dir} (--on-nonfinite raise)"
+        else:
+            kept = f"; {out_dir} keeps epoch {done[0]}, the last completed (--on-nonfinite raise)"
+        print(f"{PROG} train: error: {e}{kept}", file=sys.stderr)
+        return 1
+    finally:
+        if bar is not None:
+            bar.close()
     test_loss, test_acc = (float(v) for v in evaluate(params, data.test.x.astype(args.dtype), data.test.y))
-    last = history.epochs[-1]
+    all_epochs = ([] if run is None else run.metrics) + history.epochs
+    last = all_epochs[-1] if all_epochs else None
+    stop = history.stopped
     written = []
     if args.out is not None:
         from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, write_plots
 
-        written = [out_dir / METRICS_FILE, out_dir / PARAMS_FILE]
+        if stop is not None:
+            from jax_softmax.checkpoint import save_params
+
+            metadata = run_metadata({k: getattr(args, k) for k in TRAIN_FLAGS}, data)
+            save_params(
+                out_dir / PARAMS_FILE, params, {**metadata, "epoch": done[0], "stopped": stop.to_json()}
+            )
+        written = [path for path in (out_dir / METRICS_FILE, out_dir / PARAMS_FILE) if path.exists()]
         try:
-            written += write_plots(out_dir, history.epochs, params, data.test)
+            written += write_plots(out_dir, all_epochs, params, data.test) if all_epochs else []
         except ImportError as e:
             print(f"{PROG} train: plots not written: {e}", file=sys.stderr)
+    if stop is not None:
+        where = "" if out_dir is None else f", saved in {out_dir / PARAMS_FILE}"
+        print(f"{PROG} train: {stop.message()}{where}", file=sys.stderr)
     if args.json:
         result = {
             "test_accuracy": test_acc,
             "test_loss": test_loss,
-            "val_accuracy": last.val_accuracy,
-            "val_loss": last.val_loss,
+            "val_accuracy": None if last is None else last.val_accuracy,
+            "val_loss": None if last is None else last.val_loss,
             "compile_seconds": history.compile_seconds,
             "train_seconds": sum(m.seconds for m in history.epochs),
             "grad": args.grad,
@@ -229,8 +355,12 @@ def run_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "dtype": args.dtype,
             "device": str(jax.devices()[0]),
-            "epochs": [dataclasses.asdict(m) for m in history.epochs],
+            "epochs": [dataclasses.asdict(m) for m in all_epochs],
         }
+        if run is not None:
+            result["resumed_after_epoch"] = run.epoch
+        if stop is not None:
+            result["stopped"] = stop.to_json()
         if args.out is not None:
             result["out"] = {"dir": str(out_dir), "files": [str(path) for path in written]}
         print(json.dumps(result))
@@ -241,7 +371,7 @@ def run_train(args: argparse.Namespace) -> int:
         )
         if args.out is not None:
             print(f"wrote {', '.join(path.name for path in written)} to {out_dir}")
-    return 0
+    return 0 if stop is None else 1
 
 
 def _load_checkpoint(path: str):
@@ -655,11 +785,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)
     try:
         return args.run(args)
     except (CommandError, DataNotFoundError, ValueError, TypeError, OSError) as e:
         print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 def main_entry() -> None:

@@ -4,6 +4,7 @@
 
     DIR/metrics.jsonl   one JSON object per epoch, appended and synced as training goes
     DIR/params.npz      the parameters after the last completed epoch, with metadata
+    DIR/opt_state.npz   an optax optimizer's state after that epoch, for --resume
     DIR/curves.png      loss and accuracy against epoch
     DIR/weights.png     the ten weight templates
     DIR/confusion.png   the test-set confusion matrix
@@ -38,6 +39,8 @@ CURVES_FILE = "curves.png"
 WEIGHTS_FILE = "weights.png"
 CONFUSION_FILE = "confusion.png"
 RUN_FILES = (METRICS_FILE, PARAMS_FILE, CURVES_FILE, WEIGHTS_FILE, CONFUSION_FILE)
+# The optimizer's state, for --resume (jax_softmax.resume); only optax optimizers have one.
+OPT_STATE_FILE = "opt_state.npz"
 
 IMAGE_SHAPE = (28, 28)
 PIXEL_DIVISOR = 255.0  # inputs are uint8 pixels divided by this, in [0, 1]
@@ -66,7 +69,7 @@ def start_run(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     if out_dir.exists() and not out_dir.is_dir():
         raise NotADirectoryError(f"{out_dir}: exists and is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    present = [name for name in RUN_FILES if (out_dir / name).exists()]
+    present = [name for name in (*RUN_FILES, OPT_STATE_FILE) if (out_dir / name).exists()]
     if present and not overwrite:
         raise RunExistsError(f"{out_dir} already holds a run ({', '.join(present)})")
     for name in present:

@@ -1,0 +1,229 @@
+"""Training that goes non-finite: detecting it inside the compiled epoch, and saying why.
+
+:func:`jax_softmax.fit` runs each epoch as one ``lax.scan``; :func:`scan_until_nonfinite`
+runs it so that the first step whose loss, parameters or optimizer state hold a NaN
+or an infinity is caught on the device, without a host round trip per step: the scan
+carries a flag, and from that step on every update is discarded, so the carry ends
+holding the last finite parameters. After the epoch the host reads one integer, the
+first bad step (0 for none).
+
+A stopped run is described in the terms of ``jax-softmax diagnose``. The library's
+loss goes through ``log_softmax``, so no probability underflows to 0 and no ``exp``
+overflows; what remains is
+
+- **divergence**: the loss rose from where it started (the steps overshoot, each one
+  further), until the loss or the weights left the floating-point range (plain
+  SGD's steps are bounded by the learning rate, so this takes an L2 penalty with
+  ``lr * l2 > 2``, or a learning rate near the largest float);
+- **overflow**: the loss had not risen, yet one step's logits, gradient or update was
+  too large for the dtype (an enormous learning rate does that in one step).
+
+Either way the cure is a smaller learning rate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jax_softmax.model import Params
+
+ON_NONFINITE: tuple[str, ...] = ("stop", "raise")
+"""What :func:`jax_softmax.fit` does when training goes non-finite."""
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    finite = jnp.bool_(True)
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jnp.inexact):
+            finite = finite & jnp.all(jnp.isfinite(leaf))
+    return finite
+
+
+def scan_until_nonfinite(
+    step: Callable[[Any, Any], tuple[Any, jax.Array]], init: Any, xs: Any
+) -> tuple[Any, jax.Array, jax.Array]:
+    """``jax.lax.scan(step, init, xs)`` that stops updating at the first non-finite value.
+
+    The scan also carries a flag, true while every loss and every floating leaf of the
+    carry so far was finite. The step that makes it false, and every step after it,
+    leave the carry as it was, so the scan ends holding the last finite carry. All of
+    it happens on the device; nothing is read back per step.
+
+    Args:
+      step: ``step(carry, x) -> (carry, loss)``, one training step; ``loss`` is a scalar
+        and ``carry`` holds the parameters (and the optimizer's state).
+      init: the initial carry, finite.
+      xs: what the scan runs over, as for ``jax.lax.scan``.
+
+    Returns:
+      ``(carry, losses, ok)``: the last finite carry, every step's loss ``[num_steps]``,
+      and ``[num_steps]`` bool, true for the steps before the first non-finite one.
+    """
+
+    def guarded(carry, x):
+        state, ok = carry
+        new_state, value = step(state, x)
+        ok = ok & jnp.isfinite(value) & _all_finite(new_state)
+        state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
+        return (state, ok), (value, ok)
+
+    (carry, _), (losses, ok) = jax.lax.scan(guarded, (init, jnp.bool_(True)), xs)
+    return carry, losses, ok
+
+
+def summarize_steps(losses: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The mean loss of the finite steps and the first non-finite step of an epoch.
+
+    Args:
+      losses: ``[num_steps]`` each step's loss.
+      ok: ``[num_steps]`` bool from :func:`scan_until_nonfinite`.
+
+    Returns:
+      ``(mean_loss, first_bad_step)``: the mean over the steps before the first bad
+      one, and that step's 1-based number (0 when every step was finite).
+    """
+    count = jnp.sum(ok)
+    mean = jnp.sum(jnp.where(ok, losses, 0)) / jnp.maximum(count, 1).astype(losses.dtype)
+    first_bad = jnp.where(ok[-1], 0, jnp.argmin(ok) + 1)
+    return mean, first_bad
+
+
+@dataclasses.dataclass(frozen=True)
+class NonFiniteStop:
+    """Where and why training went non-finite.
+
+    Attributes:
+      epoch: the 1-based epoch of the first non-finite value.
+      step: its 1-based step within that epoch.
+      steps_per_epoch: steps in an epoch.
+      what: ``"loss"`` (the step's loss, from finite parameters) or ``"parameters"``
+        (the update made a weight, a bias or the optimizer's state non-finite).
+      value: the step's loss (NaN or infinite when ``what`` is ``"loss"``).
+      cause: ``"divergence"`` or ``"overflow"``, as ``jax-softmax diagnose`` names them.
+      first_loss: the loss of the run's first step.
+      last_finite_loss: the loss of the last step before the bad one.
+      lr: the learning rate.
+      dtype: the computation's dtype name.
+    """
+
+    epoch: int
+    step: int
+    steps_per_epoch: int
+    what: str
+    value: float
+    cause: str
+    first_loss: float
+    last_finite_loss: float
+    lr: float
+    dtype: str
+
+    @property
+    def kept(self) -> str:
+        """Which parameters were kept: those after the step before the bad one."""
+        if self.step > 1:
+            return f"after step {self.step - 1} of epoch {self.epoch}"
+        if self.epoch > 1:
+            return f"after epoch {self.epoch - 1}"
+        return "the initial ones"
+
+    def to_json(self) -> dict[str, Any]:
+        """The fields as JSON values (a non-finite ``value`` as the string ``"nan"``, ``"inf"``...)."""
+        record = dataclasses.asdict(self)
+        record["value"] = self.value if math.isfinite(self.value) else str(self.value)
+        return record
+
+    def message(self) -> str:
+        """One line: where, what, the likely cause and what to do."""
+        where = f"epoch {self.epoch}, step {self.step} of {self.steps_per_epoch}"
+        if self.what == "loss":
+            what = f"the training loss became {self.value}"
+        else:
+            what = "the update made the parameters or the optimizer state non-finite"
+        float_max = float(np.finfo(self.dtype).max)
+        if self.cause == "divergence":
+            why = (
+                f"divergence: the loss rose from {self.first_loss:.3g} at the first step to "
+                f"{self.last_finite_loss:.3g}, each step overshooting further, until the loss or the "
+                f"weights left the {self.dtype} range (largest finite value {float_max:.3g})"
+            )
+        else:
+            why = (
+                f"overflow: one step's logits or update exceeded the {self.dtype} range (largest "
+                f"finite value {float_max:.3g}) before the loss had risen "
+                f"(it was {self.last_finite_loss:.3g})"
+            )
+        return (
+            f"non-finite training at {where}: {what}. Likely cause, in the terms of 'jax-softmax "
+            f"diagnose', {why}. Lower the learning rate (it is {self.lr:g}; try {self.lr / 10:g}). "
+            f"Kept the last finite parameters ({self.kept})"
+        )
+
+
+class NonFiniteError(FloatingPointError):
+    """Training went non-finite and ``fit(..., on_nonfinite="raise")`` was asked for.
+
+    Attributes:
+      stop: the :class:`NonFiniteStop` saying where and why.
+      epoch: ``stop.epoch``.
+      step: ``stop.step``.
+      params: the last finite parameters, ``w`` ``[num_features, num_classes]`` and
+        ``b`` ``[num_classes]``.
+    """
+
+    def __init__(self, stop: NonFiniteStop, params: Params):
+        super().__init__(stop.message())
+        self.stop = stop
+        self.epoch = stop.epoch
+        self.step = stop.step
+        self.params = params
+
+
+def describe_stop(
+    *,
+    epoch: int,
+    step: int,
+    losses: np.ndarray,
+    first_loss: float,
+    previous_loss: float,
+    lr: float,
+    dtype: str,
+) -> NonFiniteStop:
+    """Names where and why an epoch went non-finite, from its per-step losses.
+
+    Args:
+      epoch: the 1-based epoch.
+      step: the 1-based first bad step, from :func:`summarize_steps`.
+      losses: ``[steps_per_epoch]`` the epoch's losses; those before ``step`` are finite.
+      first_loss: the loss of the run's first step (``losses[0]`` in its first epoch).
+      previous_loss: the loss of the step before the epoch's first (NaN in the first epoch).
+      lr: the learning rate.
+      dtype: the computation's dtype name.
+
+    Returns:
+      The :class:`NonFiniteStop`.
+    """
+    losses = np.asarray(losses, np.float64)
+    value = float(losses[step - 1])
+    last_finite = float(losses[step - 2]) if step > 1 else previous_loss
+    if not math.isfinite(first_loss):  # the run's very first step was the bad one
+        first_loss = last_finite = value
+    cause = "divergence" if math.isfinite(last_finite) and last_finite > first_loss else "overflow"
+    return NonFiniteStop(
+        epoch=epoch,
+        step=step,
+        steps_per_epoch=len(losses),
+        what="parameters" if math.isfinite(value) else "loss",
+        value=value,
+        cause=cause,
+        first_loss=first_loss,
+        last_finite_loss=last_finite,
+        lr=float(lr),
+        dtype=str(dtype),
+    )

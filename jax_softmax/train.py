@@ -33,6 +33,27 @@ DEFAULT_LR = 0.5
 DEFAULT_INIT_SCALE = 0.01
 
 
+CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+"""XLA options for the training epoch on a CPU.
+
+XLA's CPU backend hands float32 matrix products to YNNPACK by default; for this
+model's forward product, ``[batch, 784] x [784, 10]``, XLA's own Eigen kernel is
+faster: 7-11% less per epoch at batch 200 on the x86-64 (AVX2) CPU measured.
+"""
+
+
+def _compile(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
+    """Compiles with :data:`CPU_COMPILER_OPTIONS` on a CPU; without them elsewhere or where unknown."""
+    if jax.default_backend() != "cpu":
+        return lowered.compile()
+    try:
+        return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+    except jax.errors.JaxRuntimeError as e:
+        if "No such compile option" not in str(e):
+            raise
+        return lowered.compile()
+
+
 @dataclasses.dataclass(frozen=True)
 class EpochMetrics:
     """What one epoch of :func:`fit` measured.
@@ -360,7 +381,7 @@ def fit(
         donate_argnums=(0, 1),
     )
     start = time.perf_counter()
-    compiled = epoch_fn.lower(params, opt_state, shuffle_key, x_train, y_train, lr_array).compile()
+    compiled = _compile(epoch_fn.lower(params, opt_state, shuffle_key, x_train, y_train, lr_array))
     if validation is not None:
         evaluate_compiled = evaluate.lower(params, x_val, y_val).compile()
     history = History(compile_seconds=time.perf_counter() - start)

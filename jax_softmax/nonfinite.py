@@ -1,11 +1,18 @@
 """Training that goes non-finite: detecting it inside the compiled epoch, and saying why.
 
-:func:`jax_softmax.fit` runs each epoch as one ``lax.scan``; :func:`scan_until_nonfinite`
-runs it so that the first step whose loss, parameters or optimizer state hold a NaN
-or an infinity is caught on the device, without a host round trip per step: the scan
-carries a flag, and from that step on every update is discarded, so the carry ends
-holding the last finite parameters. After the epoch the host reads one integer, the
-first bad step (0 for none).
+:func:`jax_softmax.fit` runs each epoch as one compiled ``lax.scan``, and checks it
+in two stages, with no host round trip per step:
+
+1. Every epoch, inside the compiled program, one test of the epoch's mean loss and
+   its final parameters and optimizer state (:func:`jax_softmax.train.checked_epoch`):
+   a NaN or an infinity in a step's loss makes the mean non-finite, and one in the
+   parameters or the state never leaves them, so this finds any non-finite step, and
+   costs nothing per step. The host reads one boolean per epoch.
+2. Only for an epoch that failed that test: a replay of the epoch from a copy of its
+   starting parameters, with the same key, through :func:`scan_until_nonfinite`: the
+   scan carries a flag, and from the first step whose loss, parameters or state is
+   not finite every update is discarded, so it ends holding the last finite
+   parameters and names that step.
 
 A stopped run is described in the terms of ``jax-softmax diagnose``. The library's
 loss goes through ``log_softmax``, so no probability underflows to 0 and no ``exp``
@@ -38,7 +45,8 @@ ON_NONFINITE: tuple[str, ...] = ("stop", "raise")
 """What :func:`jax_softmax.fit` does when training goes non-finite."""
 
 
-def _all_finite(tree: Any) -> jax.Array:
+def all_finite(tree: Any) -> jax.Array:
+    """Whether every floating value in ``tree`` is finite: a scalar bool, for use under ``jit``."""
     finite = jnp.bool_(True)
     for leaf in jax.tree.leaves(tree):
         if jnp.issubdtype(leaf.dtype, jnp.inexact):
@@ -70,7 +78,7 @@ def scan_until_nonfinite(
     def guarded(carry, x):
         state, ok = carry
         new_state, value = step(state, x)
-        ok = ok & jnp.isfinite(value) & _all_finite(new_state)
+        ok = ok & jnp.isfinite(value) & all_finite(new_state)
         state = jax.tree.map(lambda new, old: jnp.where(ok, new, old), new_state, state)
         return (state, ok), (value, ok)
 
@@ -107,7 +115,8 @@ class NonFiniteStop:
         (the update made a weight, a bias or the optimizer's state non-finite).
       value: the step's loss (NaN or infinite when ``what`` is ``"loss"``).
       cause: ``"divergence"`` or ``"overflow"``, as ``jax-softmax diagnose`` names them.
-      first_loss: the loss of the run's first step.
+      start_loss: the loss at the start of training: the first step's when the stop is
+        in the first epoch trained, else that epoch's mean.
       last_finite_loss: the loss of the last step before the bad one.
       lr: the learning rate.
       dtype: the computation's dtype name.
@@ -119,7 +128,7 @@ class NonFiniteStop:
     what: str
     value: float
     cause: str
-    first_loss: float
+    start_loss: float
     last_finite_loss: float
     lr: float
     dtype: str
@@ -149,7 +158,7 @@ class NonFiniteStop:
         float_max = float(np.finfo(self.dtype).max)
         if self.cause == "divergence":
             why = (
-                f"divergence: the loss rose from {self.first_loss:.3g} at the first step to "
+                f"divergence: the loss rose from {self.start_loss:.3g} at the start of training to "
                 f"{self.last_finite_loss:.3g}, each step overshooting further, until the loss or the "
                 f"weights left the {self.dtype} range (largest finite value {float_max:.3g})"
             )
@@ -190,7 +199,7 @@ def describe_stop(
     epoch: int,
     step: int,
     losses: np.ndarray,
-    first_loss: float,
+    start_loss: float,
     previous_loss: float,
     lr: float,
     dtype: str,
@@ -201,8 +210,9 @@ def describe_stop(
       epoch: the 1-based epoch.
       step: the 1-based first bad step, from :func:`summarize_steps`.
       losses: ``[steps_per_epoch]`` the epoch's losses; those before ``step`` are finite.
-      first_loss: the loss of the run's first step (``losses[0]`` in its first epoch).
-      previous_loss: the loss of the step before the epoch's first (NaN in the first epoch).
+      start_loss: the loss at the start of training (``losses[0]`` in the first epoch
+        trained, else that epoch's mean).
+      previous_loss: the previous epoch's mean loss (NaN in the first epoch trained).
       lr: the learning rate.
       dtype: the computation's dtype name.
 
@@ -212,9 +222,9 @@ def describe_stop(
     losses = np.asarray(losses, np.float64)
     value = float(losses[step - 1])
     last_finite = float(losses[step - 2]) if step > 1 else previous_loss
-    if not math.isfinite(first_loss):  # the run's very first step was the bad one
-        first_loss = last_finite = value
-    cause = "divergence" if math.isfinite(last_finite) and last_finite > first_loss else "overflow"
+    if not math.isfinite(start_loss):  # the run's very first step was the bad one
+        start_loss = last_finite = value
+    cause = "divergence" if math.isfinite(last_finite) and last_finite > start_loss else "overflow"
     return NonFiniteStop(
         epoch=epoch,
         step=step,
@@ -222,7 +232,7 @@ def describe_stop(
         what="parameters" if math.isfinite(value) else "loss",
         value=value,
         cause=cause,
-        first_loss=first_loss,
+        start_loss=start_loss,
         last_finite_loss=last_finite,
         lr=float(lr),
         dtype=str(dtype),

@@ -19,6 +19,7 @@ from jax_softmax.nonfinite import (
     ON_NONFINITE,
     NonFiniteError,
     NonFiniteStop,
+    all_finite,
     describe_stop,
     scan_until_nonfinite,
     summarize_steps,
@@ -234,6 +235,34 @@ def train_epoch(
     return _epoch_result(params, opt_state, losses, ok)
 
 
+def checked_epoch(
+    params: Params,
+    opt_state: optax.OptState,
+    key: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    lr: jax.Array,
+    **settings,
+) -> tuple[Params, optax.OptState, jax.Array, jax.Array]:
+    """:func:`train_epoch`, and whether it stayed finite: what :func:`fit` compiles.
+
+    A NaN or an infinity, once in the parameters or the optimizer's state, stays there
+    (every later update involves it), and one in a step's loss makes the epoch's mean
+    loss non-finite. So checking the mean loss and the final state, once, inside the
+    compiled epoch, finds any non-finite step at no cost per step.
+
+    Args:
+      params, opt_state, key, x, y, lr: as for :func:`train_epoch`.
+      **settings: the keyword arguments of :func:`train_epoch` (static under ``jit``).
+
+    Returns:
+      ``(params, opt_state, mean_loss, finite)``: ``finite`` is a scalar bool, false
+      when the mean loss, a parameter or a value of the optimizer's state is not finite.
+    """
+    params, opt_state, mean_loss = train_epoch(params, opt_state, key, x, y, lr, **settings)
+    return params, opt_state, mean_loss, jnp.isfinite(mean_loss) & all_finite((params, opt_state))
+
+
 def _epoch_result(params: Params, opt_state: optax.OptState, losses: jax.Array, ok: jax.Array | None):
     if ok is None:
         return params, opt_state, jnp.mean(losses)
@@ -369,45 +398,44 @@ def fit(
         y_val = jnp.asarray(y_val, jnp.int32)
     lr_array = jnp.asarray(lr, dtype)
 
-    epoch_fn = jax.jit(
-        partial(
-            train_epoch,
-            batch_size=batch_size,
-            grad=grad,
-            optimizer=transform,
-            l2=l2,
-            stop_at_nonfinite=True,
-        ),
-        donate_argnums=(0, 1),
-    )
+    settings = {"batch_size": batch_size, "grad": grad, "optimizer": transform, "l2": l2}
+    epoch_fn = jax.jit(partial(checked_epoch, **settings), donate_argnums=(0, 1))
     start = time.perf_counter()
     compiled = _compile(epoch_fn.lower(params, opt_state, shuffle_key, x_train, y_train, lr_array))
     if validation is not None:
         evaluate_compiled = evaluate.lower(params, x_val, y_val).compile()
     history = History(compile_seconds=time.perf_counter() - start)
 
-    first_losses = previous_losses = None  # device arrays, read only if training stops
+    start_loss = previous_loss = None  # epoch means, for describing a stop
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
         shuffle_key, epoch_key = jax.random.split(shuffle_key)
-        params, opt_state, train_loss, first_bad_step, losses = compiled(
+        before = jax.tree.map(jnp.copy, (params, opt_state))  # the originals are donated
+        params, opt_state, train_loss, finite = compiled(
             params, opt_state, epoch_key, x_train, y_train, lr_array
         )
-        if int(first_bad_step):
-            history.stopped = describe_stop(
-                epoch=epoch,
-                step=int(first_bad_step),
-                losses=np.asarray(losses),
-                first_loss=float((losses if first_losses is None else first_losses)[0]),
-                previous_loss=np.nan if previous_losses is None else float(previous_losses[-1]),
-                lr=lr,
-                dtype=dtype.name,
+        if not bool(finite):
+            # Replay the epoch with every step checked, to find the first non-finite one
+            # and the last finite parameters; compiled only when an epoch goes wrong.
+            replay = jax.jit(partial(train_epoch, **settings, stop_at_nonfinite=True))
+            replay = _compile(replay.lower(*before, epoch_key, x_train, y_train, lr_array))
+            params, opt_state, train_loss, first_bad_step, losses = replay(
+                *before, epoch_key, x_train, y_train, lr_array
             )
-            if on_nonfinite == "raise":
-                raise NonFiniteError(history.stopped, params)
-            return params, history
-        first_losses = losses if first_losses is None else first_losses
-        previous_losses = losses
+            if int(first_bad_step):
+                losses = np.asarray(losses)
+                history.stopped = describe_stop(
+                    epoch=epoch,
+                    step=int(first_bad_step),
+                    losses=losses,
+                    start_loss=float(losses[0]) if start_loss is None else start_loss,
+                    previous_loss=np.nan if previous_loss is None else previous_loss,
+                    lr=lr,
+                    dtype=dtype.name,
+                )
+                if on_nonfinite == "raise":
+                    raise NonFiniteError(history.stopped, params)
+                return params, history
         if validation is not None:
             val_loss, val_acc = evaluate_compiled(params, x_val, y_val)
         else:
@@ -420,6 +448,8 @@ def fit(
             seconds=time.perf_counter() - start,
         )
         history.epochs.append(metrics)
+        start_loss = metrics.train_loss if start_loss is None else start_loss
+        previous_loss = metrics.train_loss
         if callback is not None:
             callback(metrics, params)
         if checkpoint_callback is not None:

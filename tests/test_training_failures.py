@@ -26,7 +26,7 @@ from jax_softmax.resume import (
     merge_flags,
     save_opt_state,
 )
-from jax_softmax.train import shuffled_indices, train_epoch
+from jax_softmax.train import _compile, shuffled_indices, train_epoch
 
 NUM_CLASSES = 4
 
@@ -82,9 +82,10 @@ def test_the_check_changes_nothing_while_training_stays_finite(optimizer):
     transform = js.make_optimizer(optimizer, 0.5 if optimizer == "sgd" else 0.01)
     state = () if transform is None else transform.init(reference)
     epoch = jax.jit(partial(train_epoch, batch_size=50, grad="autodiff", optimizer=transform, l2=0.0))
-    lr = jnp.float32(0.5)
+    arguments = (jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.float32(0.5))
+    epoch = _compile(epoch.lower(reference, state, keys[0], *arguments))  # as fit compiles it
     for key in keys:
-        reference, state, _ = epoch(reference, state, key, jnp.asarray(x), jnp.asarray(y, jnp.int32), lr)
+        reference, state, _ = epoch(reference, state, key, *arguments)
     np.testing.assert_array_equal(np.asarray(params.w), np.asarray(reference.w))
     np.testing.assert_array_equal(np.asarray(params.b), np.asarray(reference.b))
 
@@ -96,7 +97,7 @@ def test_divergence_stops_at_the_first_non_finite_step_and_keeps_the_last_finite
     stop = history.stopped
     assert stop is not None and stop.cause == "divergence" and stop.lr == lr
     assert len(history.epochs) == stop.epoch - 1 and 1 <= stop.step <= stop.steps_per_epoch == 12
-    assert stop.last_finite_loss > stop.first_loss
+    assert stop.last_finite_loss > stop.start_loss
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in params)
 
     # Replay the run step by step, outside the compiled epoch.

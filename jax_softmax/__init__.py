@@ -28,6 +28,8 @@ from jax_softmax.diagnose import (
     run_diagnosis,
     train_variant,
 )
+from jax_softmax.distributed import DataParallel, data_parallel
+from jax_softmax.distributed import initialize as initialize_distributed
 from jax_softmax.evaluation import Report, class_probabilities, classification_report, confusion_matrix
 from jax_softmax.gradients import autodiff_grad, make_optimizer, make_update, manual_grad
 from jax_softmax.images import load_inputs, preprocess_image
@@ -51,6 +53,7 @@ __all__ = [
     "Checkpoint",
     "CheckpointError",
     "DataNotFoundError",
+    "DataParallel",
     "DiagnoseConfig",
     "Diagnosis",
     "EpochMetrics",
@@ -75,6 +78,7 @@ __all__ = [
     "classification_report",
     "classify_collapse",
     "confusion_matrix",
+    "data_parallel",
     "default_variants",
     "diagnose_variant",
     "enable_compilation_cache",
@@ -85,6 +89,7 @@ __all__ = [
     "format_diagnosis_log",
     "format_sweep",
     "init_params",
+    "initialize_distributed",
     "load_inputs",
     "load_mnist",
     "load_mnist_uint8",

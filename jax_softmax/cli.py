@@ -139,7 +139,97 @@ def _add_train(subparsers) -> None:
     )
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     add_cache_flags(p)
+    add_device_flags(p)
     p.set_defaults(run=run_train)
+
+
+def coordinator_address(text: str) -> str:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"must be HOST:PORT with a port in [1, 65535], got {text}")
+    return text
+
+
+coordinator_address.__name__ = "address"
+
+
+def add_device_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--devices",
+        type=positive_int,
+        metavar="N",
+        help="split each batch over N devices (default: all of them; the batch size must be a multiple)",
+    )
+    group = parser.add_argument_group(
+        "several processes (hosts)",
+        "run the same command in every process; process 0 writes --out",
+    )
+    group.add_argument(
+        "--distributed",
+        action="store_true",
+        help="join a multi-process run that JAX detects (Cloud TPU slice, Slurm, Open MPI, "
+        "or $JAX_COORDINATOR_ADDRESS with the two flags below)",
+    )
+    group.add_argument(
+        "--coordinator", type=coordinator_address, metavar="HOST:PORT", help="process 0's address"
+    )
+    group.add_argument("--num-processes", type=positive_int, metavar="N", help="how many processes")
+    group.add_argument("--process-id", type=int, metavar="I", help="this process, 0 to N-1")
+
+
+def start_devices(args: argparse.Namespace) -> int:
+    """Joins a multi-process run if the flags ask for one; returns how many devices split a batch.
+
+    Call before anything else touches JAX.
+    """
+    explicit = args.coordinator is not None or args.num_processes is not None or args.process_id is not None
+    if explicit or args.distributed:
+        if explicit and (args.num_processes is None or args.process_id is None):
+            raise CommandError("--coordinator, --num-processes and --process-id go together: pass all three")
+        if args.coordinator is None and explicit and not os.environ.get("JAX_COORDINATOR_ADDRESS"):
+            raise CommandError("--num-processes and --process-id need --coordinator HOST:PORT")
+        if explicit and not 0 <= args.process_id < args.num_processes:
+            raise CommandError(
+                f"--process-id must be in [0, {args.num_processes - 1}] for --num-processes "
+                f"{args.num_processes}, got {args.process_id}"
+            )
+        from jax_softmax.distributed import initialize
+
+        try:
+            initialize(args.coordinator, args.num_processes, args.process_id)
+        except (RuntimeError, ValueError) as e:
+            raise CommandError(f"could not join the multi-process run: {e}") from None
+        from jax.experimental.multihost_utils import sync_global_devices
+
+        # The first collective connects the processes, and the CPU collectives (gloo)
+        # announce it on file descriptor 1: send that to stderr, keeping stdout for results.
+        sys.stdout.flush()
+        saved_stdout = os.dup(1)
+        os.dup2(2, 1)
+        try:
+            sync_global_devices("jax-softmax: every process joined")
+        finally:
+            os.dup2(saved_stdout, 1)
+            os.close(saved_stdout)
+    import jax
+
+    from jax_softmax.distributed import data_parallel
+
+    available = jax.device_count()
+    if args.devices is not None and args.devices > available:
+        raise CommandError(
+            f"--devices {args.devices}: this machine has {available} device{'s' * (available != 1)} "
+            f"({jax.devices()[0].platform})"
+        )
+    parallel = data_parallel(args.devices)
+    if parallel is None:
+        return 1
+    if args.batch_size % parallel.num_devices:
+        raise CommandError(
+            f"--batch-size {args.batch_size} does not split evenly over {parallel.num_devices} devices: "
+            f"pass a multiple of {parallel.num_devices}, or --devices"
+        )
+    return parallel.num_devices
 
 
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
@@ -219,12 +309,15 @@ def run_train(args: argparse.Namespace) -> int:
     resumed = _read_resumed_run(args) if args.resume is not None else None
     enable_dtype(args.dtype)
     enable_cache(args)
+    devices = start_devices(args)
     import jax
 
     from jax_softmax.data import load_mnist
     from jax_softmax.nonfinite import NonFiniteError
     from jax_softmax.train import evaluate, fit
 
+    if args.out is not None and jax.process_index() > 0:
+        args.out = None  # process 0 writes the run directory
     progress = sys.stderr if args.json else sys.stdout
     data = load_mnist(args.data_dir)
     if args.batch_size > len(data.train.x):
@@ -299,6 +392,7 @@ def run_train(args: argparse.Namespace) -> int:
             start_epoch=start_epoch,
             on_nonfinite=args.on_nonfinite,
             checkpoint_callback=report,
+            devices=devices,
         )
     except KeyboardInterrupt:
         print(_interrupted_line(args.epochs, done[0], out_dir), file=sys.stderr)
@@ -355,6 +449,8 @@ def run_train(args: argparse.Namespace) -> int:
             "seed": args.seed,
             "dtype": args.dtype,
             "device": str(jax.devices()[0]),
+            "devices": devices,
+            "processes": jax.process_count(),
             "epochs": [dataclasses.asdict(m) for m in all_epochs],
         }
         if run is not None:
@@ -367,7 +463,9 @@ def run_train(args: argparse.Namespace) -> int:
     else:
         print(
             f"test accuracy {100 * test_acc:.2f}%  test loss {test_loss:.4f}  "
-            f"(compile {history.compile_seconds:.2f} s, {args.grad} gradient, {jax.devices()[0].platform})"
+            f"(compile {history.compile_seconds:.2f} s, {args.grad} gradient, {jax.devices()[0].platform}"
+            + (f", {devices} devices" if devices > 1 else "")
+            + ")"
         )
         if args.out is not None:
             print(f"wrote {', '.join(path.name for path in written)} to {out_dir}")

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike, DTypeLike
 
+from jax_softmax.distributed import data_parallel
 from jax_softmax.gradients import GRAD_MODES, GradMode, make_optimizer, value_and_grad_fn
 from jax_softmax.model import Params, init_params, logits, loss
 from jax_softmax.nonfinite import (
@@ -169,6 +170,7 @@ def train_epoch(
     optimizer: optax.GradientTransformation | None,
     l2: float,
     stop_at_nonfinite: bool = False,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> tuple:
     """One pass of mini-batch gradient descent over a fresh permutation of ``(x, y)``.
 
@@ -196,6 +198,11 @@ def train_epoch(
       stop_at_nonfinite: run the scan through
         :func:`jax_softmax.nonfinite.scan_until_nonfinite`: from the first step whose
         loss, parameters or optimizer state is not finite, no update is applied.
+      batch_sharding: how to split each mini-batch over devices: a sharding of the
+        epoch's ``[num_batches, batch_size]`` example indices, such as
+        :attr:`jax_softmax.distributed.DataParallel.batch_indices`. Each device then
+        gathers and differentiates its own rows of every batch, and the partitioned
+        program sums the gradients across devices. ``None``: no constraint.
 
     Returns:
       ``(params, opt_state, mean_loss)``: the mean of the mini-batch losses. With
@@ -208,6 +215,8 @@ def train_epoch(
     num_batches = x.shape[0] // batch_size
     order = shuffled_indices(key, x.shape[0])[: num_batches * batch_size]
     order = order.reshape(num_batches, batch_size)
+    if batch_sharding is not None:
+        order = jax.lax.with_sharding_constraint(order, batch_sharding)
 
     def scan(step, init):
         if stop_at_nonfinite:
@@ -305,6 +314,7 @@ def fit(
     start_epoch: int = 0,
     on_nonfinite: str = "stop",
     checkpoint_callback: Callable[[EpochMetrics, Params, optax.OptState], None] | None = None,
+    devices: int | None = None,
 ) -> tuple[Params, History]:
     """Trains softmax regression with mini-batch gradient descent.
 
@@ -343,13 +353,18 @@ def fit(
         opt_state)`` after every epoch (after ``callback``): everything a later
         ``fit(..., params=params, opt_state=opt_state, start_epoch=metrics.epoch)``
         needs. Both arrays are donated to the next epoch: copy what you keep.
+      devices: how many devices share each mini-batch (data parallelism, see
+        :mod:`jax_softmax.distributed`): ``None`` for all of them (every process's
+        after :func:`jax_softmax.initialize_distributed`), 1 for one device. The
+        result equals the one-device result to float rounding.
 
     Returns:
       ``(params, history)``: the parameters after the last epoch, or the last finite
       ones when training stopped on a non-finite value.
 
     Raises:
-      ValueError, TypeError: for malformed data or hyperparameters, naming them.
+      ValueError, TypeError: for malformed data or hyperparameters, naming them,
+        and for a ``batch_size`` that does not divide evenly over the devices.
       NonFiniteError: (a ``FloatingPointError``) with ``on_nonfinite="raise"``.
     """
     if not isinstance(epochs, int) or epochs < 1:
@@ -374,6 +389,9 @@ def fit(
         raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {batch_size!r}")
     if validation is not None:
         x_val, y_val = _check_split("validation", validation, x_train.shape[1])
+    parallel = data_parallel(devices)
+    if parallel is not None:
+        parallel.check_batch_size(batch_size)
 
     key = jax.random.key(seed)
     init_key, shuffle_key = jax.random.split(key)
@@ -397,11 +415,18 @@ def fit(
         x_val = jnp.asarray(x_val, dtype)
         y_val = jnp.asarray(y_val, jnp.int32)
     lr_array = jnp.asarray(lr, dtype)
+    # With several devices every array is replicated and each batch is split.
+    replicate = (lambda tree: tree) if parallel is None else parallel.replicate
+    params, opt_state, x_train, y_train, lr_array = replicate((params, opt_state, x_train, y_train, lr_array))
+    if validation is not None:
+        x_val, y_val = replicate((x_val, y_val))
 
     settings = {"batch_size": batch_size, "grad": grad, "optimizer": transform, "l2": l2}
+    if parallel is not None:
+        settings["batch_sharding"] = parallel.batch_indices
     epoch_fn = jax.jit(partial(checked_epoch, **settings), donate_argnums=(0, 1))
     start = time.perf_counter()
-    compiled = _compile(epoch_fn.lower(params, opt_state, shuffle_key, x_train, y_train, lr_array))
+    compiled = _compile(epoch_fn.lower(params, opt_state, replicate(shuffle_key), x_train, y_train, lr_array))
     if validation is not None:
         evaluate_compiled = evaluate.lower(params, x_val, y_val).compile()
     history = History(compile_seconds=time.perf_counter() - start)
@@ -410,6 +435,7 @@ def fit(
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
         shuffle_key, epoch_key = jax.random.split(shuffle_key)
+        epoch_key = replicate(epoch_key)
         before = jax.tree.map(jnp.copy, (params, opt_state))  # the originals are donated
         params, opt_state, train_loss, finite = compiled(
             params, opt_state, epoch_key, x_train, y_train, lr_array

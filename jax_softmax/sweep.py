@@ -514,9 +514,8 @@ def format_sweep(result: SweepResult) -> str:
             val = f"{100 * run.val_accuracy:7.2f}%  {run.val_loss:8.4f}"
             figures = f"{val}  {_number(run.train_loss):>10}  {test:>8}"
         mark = "*" if run is result.best else " "
-        lines.append(
-            f"{rank:>3}{mark}  {run.lr:>8g}  {run.l2:>8g}  {run.seed:>4}  {run.batch_size:>5}  {figures}"
-        )
+        line = f"{rank:>3}{mark}  {run.lr:>8g}  {run.l2:>8g}  {run.seed:>4}  {run.batch_size:>5}  {figures}"
+        lines.append(line.rstrip())
     return "\n".join(lines)
 
 

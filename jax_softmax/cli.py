@@ -158,7 +158,7 @@ def add_device_flags(parser: argparse.ArgumentParser) -> None:
         "--devices",
         type=positive_int,
         metavar="N",
-        help="split each batch over N devices (default: all of them; the batch size must be a multiple)",
+        help="split each batch over N devices, all of them when not given (batch size: a multiple of N)",
     )
     group = parser.add_argument_group(
         "several processes (hosts)",

@@ -18,6 +18,9 @@ train: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
+benchmark: $(VENV)/.installed
+	$(BIN)/python scripts/benchmark.py $(ARGS)
+
 lint: $(VENV)/.installed
 	$(BIN)/ruff check jax_softmax tests scripts
 	$(BIN)/ruff format --check jax_softmax tests scripts

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 from jax.typing import ArrayLike, DTypeLike
 
+from jax_softmax import validation
 from jax_softmax.distributed import data_parallel
 from jax_softmax.gradients import GRAD_MODES, GradMode, make_optimizer, value_and_grad_fn
 from jax_softmax.model import Params, init_params, logits, loss
@@ -279,7 +280,9 @@ def _epoch_result(params: Params, opt_state: optax.OptState, losses: jax.Array, 
     return params, opt_state, mean_loss, first_bad_step, losses
 
 
-def _check_split(name: str, split: Sequence[ArrayLike], num_features: int | None) -> tuple:
+def _check_split(
+    name: str, split: Sequence[ArrayLike], num_features: int | None, num_classes: int | None = None
+) -> tuple:
     if len(split) != 2:
         raise ValueError(f"{name} must be an (x, y) pair, got {len(split)} items")
     x, y = np.asarray(split[0]), np.asarray(split[1])
@@ -291,6 +294,9 @@ def _check_split(name: str, split: Sequence[ArrayLike], num_features: int | None
         raise ValueError(f"{name} y must have shape ({x.shape[0]},) to match x, got {y.shape}")
     if not np.issubdtype(y.dtype, np.integer):
         raise TypeError(f"{name} y must hold integer labels, got dtype {y.dtype}")
+    validation.check_finite(x, f"{name} x")
+    if num_classes is not None:
+        validation.check_labels(y, len(y), num_classes, f"{name} y")
     return x, y
 
 
@@ -384,11 +390,12 @@ def fit(
     dtype = jnp.dtype(dtype)
     if dtype == jnp.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
-    x_train, y_train = _check_split("train", train, None if params is None else params.w.shape[0])
+    classes = num_classes if params is None else params.w.shape[1]
+    x_train, y_train = _check_split("train", train, None if params is None else params.w.shape[0], classes)
     if not isinstance(batch_size, int) or not 1 <= batch_size <= len(x_train):
         raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {batch_size!r}")
     if validation is not None:
-        x_val, y_val = _check_split("validation", validation, x_train.shape[1])
+        x_val, y_val = _check_split("validation", validation, x_train.shape[1], classes)
     parallel = data_parallel(devices)
     if parallel is not None:
         parallel.check_batch_size(batch_size)

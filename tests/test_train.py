@@ -102,3 +102,14 @@ def test_fit_rejects_bad_data():
         js.fit((x, y.astype(np.float32)))
     with pytest.raises(ValueError, match="validation x has 7 features"):
         js.fit((x, y), (x[:, :7], y))
+
+
+def test_fit_rejects_non_finite_pixels_and_out_of_range_labels():
+    x, y = blobs()
+    x[7, 2] = np.nan
+    x[9, 0] = np.inf
+    with pytest.raises(ValueError, match=r"train x must be finite, got 2 .*index \[7, 2\]"):
+        js.fit((x, y), num_classes=3)
+    x, y = blobs()
+    with pytest.raises(ValueError, match="validation y must hold class labels in"):
+        js.fit((x, y), (x, y + 1), num_classes=3)

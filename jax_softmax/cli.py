@@ -623,20 +623,27 @@ def _add_diagnose(subparsers) -> None:
     p.set_defaults(run=run_diagnose)
 
 
-def run_diagnose(args: argparse.Namespace) -> int:
+def check_plot_path(path: str | None) -> None:
+    """Checks, before any training, that a ``--plot`` file can be drawn and written."""
+    if path is None:
+        return
     from pathlib import Path
 
-    from jax_softmax.diagnose import PLOT_INSTALL_HINT, DiagnoseConfig, all_variants, default_variants
+    from jax_softmax.plots import require_matplotlib
 
-    if args.plot is not None:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise CommandError(
-                f"--plot needs matplotlib, which is not installed: {PLOT_INSTALL_HINT}"
-            ) from None
-        if not Path(args.plot).resolve().parent.is_dir():
-            raise CommandError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
+    try:
+        require_matplotlib()
+    except ImportError as e:
+        raise CommandError(f"--plot: {e}") from None
+    if not Path(path).resolve().parent.is_dir():
+        raise CommandError(f"--plot {path}: the directory {Path(path).parent} does not exist")
+
+
+def run_diagnose(args: argparse.Namespace) -> int:
+
+    from jax_softmax.diagnose import DiagnoseConfig, all_variants, default_variants
+
+    check_plot_path(args.plot)
     if args.all:
         variants = all_variants((args.dtype,)) if args.dtype else all_variants()
     else:
@@ -794,17 +801,8 @@ def _add_sweep(subparsers) -> None:
 
 
 def run_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
 
-    if args.plot is not None:
-        from jax_softmax.plots import require_matplotlib
-
-        try:
-            require_matplotlib()
-        except ImportError as e:
-            raise CommandError(f"--plot: {e}") from None
-        if not Path(args.plot).resolve().parent.is_dir():
-            raise CommandError(f"--plot {args.plot}: the directory {Path(args.plot).parent} does not exist")
+    check_plot_path(args.plot)
     enable_dtype(args.dtype)
     import jax
 

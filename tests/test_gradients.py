@@ -25,6 +25,14 @@ SHAPES = {
 }
 
 
+def all_devices() -> list:
+    """Every device of every backend present: the accelerator's and the host CPU's."""
+    devices = list(jax.devices())
+    if jax.default_backend() != "cpu":
+        devices += jax.devices("cpu")
+    return devices
+
+
 def relative_error(a: js.Params, b: js.Params) -> float:
     diff = np.sqrt(
         sum(
@@ -60,7 +68,7 @@ def problem(kind: str, shape: tuple[int, int, int], dtype: str, device):
     return js.Params(put(w), put(b)), put(x), put(y, jnp.int32)
 
 
-@pytest.mark.parametrize("device", jax.devices(), ids=lambda d: f"{d.platform}{d.id}")
+@pytest.mark.parametrize("device", all_devices(), ids=lambda d: f"{d.platform}{d.id}")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("kind", ["standard", "extreme", "saturated"])

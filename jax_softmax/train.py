@@ -15,7 +15,7 @@ from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import validation
 from jax_softmax.distributed import data_parallel
-from jax_softmax.gradients import GRAD_MODES, GradMode, make_optimizer, value_and_grad_fn
+from jax_softmax.gradients import GRAD_MODES, GradMode, make_optimizer, train_step
 from jax_softmax.model import Params, init_params, logits, loss
 from jax_softmax.nonfinite import (
     ON_NONFINITE,
@@ -180,10 +180,9 @@ def train_epoch(
     ``lax.scan``, so the data set is never copied; the remainder batch of
     ``n % batch_size`` examples is dropped.
 
-    Plain SGD carries the weights transposed, ``[num_classes, num_features]``, through
-    the scan: the gradient's product is then ``delta^T x`` (``[num_classes,
-    num_features]``), which XLA's CPU backend computes about 1.7 times as fast as
-    ``x^T delta`` for MNIST's shapes. The update is the same.
+    Each step is :func:`jax_softmax.gradients.train_step`, the step that
+    :func:`jax_softmax.make_update` compiles; plain SGD carries the weights transposed
+    through the scan, as that function describes.
 
     Args:
       params: model parameters.
@@ -212,36 +211,28 @@ def train_epoch(
       losses, the 1-based first non-finite step (0 for none) and every step's loss,
       ``[num_batches]``.
     """
-    grad_fn = value_and_grad_fn(grad)
     num_batches = x.shape[0] // batch_size
     order = shuffled_indices(key, x.shape[0])[: num_batches * batch_size]
     order = order.reshape(num_batches, batch_size)
     if batch_sharding is not None:
         order = jax.lax.with_sharding_constraint(order, batch_sharding)
+    # Plain SGD carries the weights transposed (see train_step): the same update, faster.
+    transposed = optimizer is None
+    step = partial(train_step, lr=lr, grad=grad, optimizer=optimizer, l2=l2, weights_transposed=transposed)
 
-    def scan(step, init):
-        if stop_at_nonfinite:
-            return scan_until_nonfinite(step, init, order)
-        return (*jax.lax.scan(step, init, order), None)
-
-    if optimizer is None:
-
-        def sgd_step(carry, batch_idx):
-            w_t, b = carry
-            value, grads = grad_fn(Params(w_t.T, b), x[batch_idx], y[batch_idx], l2)
-            w_t = (w_t - lr * grads.w.T).astype(w_t.dtype)
-            return (w_t, (b - lr * grads.b).astype(b.dtype)), value
-
-        (w_t, b), losses, ok = scan(sgd_step, (params.w.T, params.b))
-        return _epoch_result(Params(w_t.T, b), opt_state, losses, ok)
-
-    def optax_step(carry, batch_idx):
+    def body(carry, batch_idx):
         params, opt_state = carry
-        value, grads = grad_fn(params, x[batch_idx], y[batch_idx], l2)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), value
+        params, opt_state, value = step(params, opt_state, x[batch_idx], y[batch_idx])
+        return (params, opt_state), value
 
-    (params, opt_state), losses, ok = scan(optax_step, (params, opt_state))
+    init = (Params(params.w.T, params.b) if transposed else params, opt_state)
+    if stop_at_nonfinite:
+        (params, opt_state), losses, ok = scan_until_nonfinite(body, init, order)
+    else:
+        (params, opt_state), losses = jax.lax.scan(body, init, order)
+        ok = None
+    if transposed:
+        params = Params(params.w.T, params.b)
     return _epoch_result(params, opt_state, losses, ok)
 
 

@@ -4,15 +4,13 @@ the classification rules, the outputs, and the library's own finiteness on raw p
 import contextlib
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import x64
+from helpers import run_cli, x64
 
 import jax_softmax as js
 from jax_softmax.cli import main
@@ -404,16 +402,6 @@ def test_mnist_fixed_pipeline_reaches_90_percent_without_collapse(mnist_runs):
 
 # ---------------------------------------------------------------------------------------
 # The command line.
-
-
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "jax_softmax", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ,
-    )
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compiles, x64
+from helpers import count_compiles, x64
 from jax.test_util import check_grads
 
 import jax_softmax as js

@@ -7,19 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compiles
+from helpers import blobs, count_compiles
 
 import jax_softmax as js
 from jax_softmax.gradients import train_step
-
-
-def blobs(n=600, features=8, classes=3, seed=0):
-    """Linearly separable-ish Gaussian clusters."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, size=(classes, features))
-    y = rng.integers(0, classes, size=n)
-    x = centres[y] + rng.normal(size=(n, features))
-    return x.astype(np.float32), y.astype(np.int32)
 
 
 @pytest.mark.parametrize("grad", ["autodiff", "manual"])

@@ -587,8 +587,9 @@ def _add_diagnose(subparsers) -> None:
         help="reproduce the question's collapse and name its cause",
         description="Train the question's hand-written softmax regression (batch 200, learning rate "
         "0.1) on MNIST as written, with each of its three fixes alone (update sign, pixel scale, "
-        "log-softmax) and with all three, and report for each run whether and when it collapsed, "
-        "and why.",
+        "log-softmax) and with all three, and with the sign fixed and a max-shifted softmax "
+        "(exp(z - max z) / sum, then log): the question's zero probabilities. Report for each run "
+        "whether and when it collapsed, and why.",
     )
     p.add_argument("--all", action="store_true", help="run every combination of the four switches")
     p.add_argument(

@@ -36,7 +36,7 @@ from jax_softmax.gradients import autodiff_grad, make_optimizer, make_update, ma
 from jax_softmax.images import load_inputs, preprocess_image
 from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
 from jax_softmax.nonfinite import NonFiniteError, NonFiniteStop
-from jax_softmax.plots import plot_confusion, plot_curves, plot_weights, save_figure
+from jax_softmax.plots import plot_confusion, plot_curves, plot_weights, plot_zero_probabilities, save_figure
 from jax_softmax.run_dir import (
     append_metrics,
     epoch_writer,
@@ -107,6 +107,7 @@ __all__ = [
     "plot_diagnosis",
     "plot_sweep",
     "plot_weights",
+    "plot_zero_probabilities",
     "predict",
     "preprocess_image",
     "rank_runs",

@@ -326,6 +326,29 @@ def test_plot_is_written_atomically(synthetic_runs, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["collapse.png"]
 
 
+def test_zero_probability_figure_draws_each_run_s_share_of_zeros(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [
+        diagnose("correct", "raw", "shifted", data=NOISY),
+        diagnose("correct", "raw", "stable", data=NOISY),
+    ]
+    fig = js.plot_zero_probabilities(runs)
+    accuracy_ax, zero_ax, ll_ax = fig.axes
+    shifted, stable = (np.asarray(line.get_ydata()) for line in zero_ax.get_lines())
+    np.testing.assert_allclose(shifted, 100 * runs[0].log.zero_true_probs / CONFIG.batch_size)
+    assert shifted.max() > 0 and (stable == 0).all()
+    measured = runs[0].log.val_steps > 0
+    np.testing.assert_allclose(
+        accuracy_ax.get_lines()[0].get_ydata(), 100 * runs[0].log.val_accuracy[measured]
+    )
+    minus_inf = int(np.sum(runs[0].log.log_likelihood == -np.inf))
+    assert minus_inf > 0 and len(ll_ax.get_lines()[1].get_xdata()) == minus_inf  # one tick per -inf
+    path = js.save_figure(fig, tmp_path / "zeros.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least one Diagnosis"):
+        js.plot_zero_probabilities([])
+
+
 def test_plot_without_matplotlib_says_how_to_install_it(synthetic_runs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)

@@ -735,7 +735,7 @@ def run_check_grad(args: argparse.Namespace) -> int:
         from jax_softmax.data import load_mnist_uint8
 
         train = load_mnist_uint8(args.data_dir).train
-        x, y = train.x / 255.0, train.y
+        x, y = train.x, train.y  # uint8 pixels: check_gradient divides the batches it draws by 255
     # The function's own prints go to stderr, so that stdout holds the result alone.
     with contextlib.redirect_stdout(sys.stderr):
         fn, name = load_function(args.target)
@@ -743,7 +743,7 @@ def run_check_grad(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(check.to_json()))
     else:
-        print(format_gradient_check(check))
+        print(format_gradient_check(check, "MNIST" if args.data_dir else None))
     return 0 if check.correct else 1
 
 

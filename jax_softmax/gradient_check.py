@@ -84,7 +84,7 @@ class GradientCheck:
       batch_size: that batch's size.
       dtype: the dtype ``fn`` returned (the lower precision of ``dw`` and ``db``).
       tolerance: the relative error allowed for that dtype.
-      inputs: ``"MNIST"`` or ``"random"``: what the batches held.
+      inputs: ``"given"`` (drawn from ``x`` and ``y``) or ``"random"``.
       points: every comparison, in order.
     """
 
@@ -136,11 +136,13 @@ def _x64():
             yield
 
 
-def _check_pool(x: ArrayLike | None, y: ArrayLike | None, num_classes: int, largest: int, rng):
-    """The inputs to draw batches from: ``x`` float64 in [0, 1], ``y`` int64; random ones when ``None``."""
+def _draw_batches(
+    x: ArrayLike | None, y: ArrayLike | None, batch_sizes: Sequence[int], num_classes: int, rng
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """One batch per size, ``x`` float64 in [0, 1] and ``y`` int64: drawn from ``(x, y)``, else random."""
     if x is None and y is None:
-        n = max(largest, 1000)
-        return rng.random((n, 784)), rng.integers(0, num_classes, n), "random"
+        batches = [(rng.random((n, 784)), rng.integers(0, num_classes, n)) for n in batch_sizes]
+        return batches, "random"
     if x is None or y is None:
         raise ValueError("x and y must be given together (or neither, for random inputs)")
     x, y = np.asarray(x), np.asarray(y)
@@ -150,14 +152,21 @@ def _check_pool(x: ArrayLike | None, y: ArrayLike | None, num_classes: int, larg
         raise ValueError(
             f"y must be integer labels of shape ({x.shape[0]},), got shape {y.shape} dtype {y.dtype}"
         )
-    if len(x) < largest:
-        raise ValueError(f"x must hold at least {largest} examples (the largest batch), got {len(x)}")
-    x = x.astype(np.float64)
-    if not (np.isfinite(x).all() and x.min() >= 0 and x.max() <= 1):
-        raise ValueError(f"x must hold pixels in [0, 1], got values from {x.min()} to {x.max()}")
-    if y.min() < 0 or y.max() >= num_classes:
-        raise ValueError(f"y must be in [0, {num_classes}), got labels from {y.min()} to {y.max()}")
-    return x, y.astype(np.int64), "MNIST"
+    if len(x) < max(batch_sizes):
+        raise ValueError(
+            f"x must hold at least {max(batch_sizes)} examples (the largest batch), got {len(x)}"
+        )
+    batches = []
+    for n in batch_sizes:
+        idx = np.sort(rng.choice(len(x), n, replace=False))
+        xb = x[idx].astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
+        if not (np.isfinite(xb).all() and xb.min() >= 0 and xb.max() <= 1):
+            raise ValueError(f"x must hold pixels in [0, 1], got values from {xb.min()} to {xb.max()}")
+        yb = y[idx].astype(np.int64)
+        if yb.min() < 0 or yb.max() >= num_classes:
+            raise ValueError(f"y must be in [0, {num_classes}), got labels from {yb.min()} to {yb.max()}")
+        batches.append((xb, yb))
+    return batches, "given"
 
 
 def _first_line(error: BaseException) -> str:
@@ -247,8 +256,9 @@ def check_gradient(
 
     Args:
       fn: the gradient to check.
-      x: inputs to draw the batches from, ``[n, num_features]`` in [0, 1] (such as
-        MNIST divided by 255); random ``[1000, 784]`` inputs when ``None``.
+      x: inputs to draw the batches from, ``[n, num_features]``: values in [0, 1], or
+        uint8 pixels (0-255), which are divided by 255; random ``[batch, 784]`` inputs
+        in [0, 1] when ``None``.
       y: their labels, ``[n]``, each in ``[0, num_classes)``.
       batch_sizes: the batch sizes tried; the reported figures are the largest's.
       num_classes: number of classes.
@@ -278,19 +288,18 @@ def check_gradient(
         raise ValueError(f"batch_sizes must be integers >= 1, got {batch_sizes!r}")
     name = name or getattr(fn, "__name__", "the function")
     rng = np.random.default_rng(seed)
-    x_pool, y_pool, inputs = _check_pool(x, y, num_classes, max(batch_sizes), rng)
-    num_features = x_pool.shape[1]
+    batches, inputs = _draw_batches(x, y, batch_sizes, num_classes, rng)
+    num_features = batches[0][0].shape[1]
     # Random weights that give logits of standard deviation about LOGIT_SCALE.
-    scale = LOGIT_SCALE / math.sqrt(max(float(np.mean(np.sum(x_pool**2, axis=1))), 1e-12))
+    mean_square = float(np.mean(np.concatenate([np.sum(xb**2, axis=1) for xb, _ in batches])))
+    scale = LOGIT_SCALE / math.sqrt(max(mean_square, 1e-12))
     random_weights = (rng.normal(0, scale, (num_features, num_classes)), rng.normal(0, 1, num_classes))
     zero_weights = (np.zeros((num_features, num_classes)), np.zeros(num_classes))
 
     compared = []  # (n, weights label, uw, ub, gw, gb)
     dtypes = []
     transposed = False
-    for n in batch_sizes:
-        idx = rng.choice(len(x_pool), n, replace=False)
-        xb, yb = x_pool[idx], y_pool[idx]
+    for n, (xb, yb) in zip(batch_sizes, batches, strict=True):
         for label, (w, b) in (("zero", zero_weights), ("random", random_weights)):
             where = f"batch of {n}, {label} weights"
             uw, ub = _call(fn, name, w, b, xb, yb, where)
@@ -480,11 +489,14 @@ def load_function(spec: str) -> tuple[Callable, str]:
     return fn, f"{path.name}:{function}"
 
 
-def format_gradient_check(check: GradientCheck) -> str:
-    """The verdict, its message and one line per point, for the terminal."""
+def format_gradient_check(check: GradientCheck, inputs: str | None = None) -> str:
+    """The verdict, its message and one line per point, for the terminal.
+
+    ``inputs`` names what the batches held (default: ``check.inputs``).
+    """
     lines = [
         f"{check.verdict}: {check.message}",
-        f"compared with jax.grad in float64 on {check.inputs} inputs; returned {check.dtype}, "
+        f"compared with jax.grad in float64 on {inputs or check.inputs} inputs; returned {check.dtype}, "
         f"tolerance {check.tolerance:.2g} (relative, 2-norm)",
         f"{'batch':>6}  {'weights':<7}  {'rel. error dw':>13}  {'rel. error db':>13}  {'factor':>10}",
     ]

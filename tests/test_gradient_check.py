@@ -237,12 +237,14 @@ def test_bad_inputs_are_named():
 # Real MNIST batches.
 
 
-def test_mnist_batches(mnist):
-    x, y = np.asarray(mnist.train.x), np.asarray(mnist.train.y)
-    check = js.check_gradient(correct_float32, x, y)
-    assert check.inputs == "MNIST" and check.verdict == "correct"
-    assert js.check_gradient(negated, x, y).verdict == "negated"
-    assert js.check_gradient(summed, x, y).factor == pytest.approx(200.0)
+def test_mnist_batches(mnist_dir):
+    train = js.load_mnist_uint8(mnist_dir).train
+    check = js.check_gradient(correct_float32, train.x, train.y)  # uint8 pixels, divided by 255
+    assert check.inputs == "given" and check.verdict == "correct"
+    assert js.check_gradient(negated, train.x, train.y).verdict == "negated"
+    assert js.check_gradient(summed, train.x, train.y).factor == pytest.approx(200.0)
+    scaled = np.asarray(js.load_mnist(mnist_dir).train.x)  # floats in [0, 1]: the same batches
+    assert js.check_gradient(summed, scaled, train.y).factor == pytest.approx(200.0)
 
 
 # ---------------------------------------------------------------------------------------
@@ -358,3 +360,8 @@ def test_cli_subprocess_no_traceback_and_help(gradients_file):
         env=env,
     ).stdout
     assert "imported and run like any Python module" in " ".join(help_text.split())
+
+
+def test_cli_uses_mnist_batches_from_the_data_dir(gradients_file, mnist_dir, capsys):
+    status, out, _ = cli(capsys, f"{gradients_file}:correct", "--data-dir", mnist_dir)
+    assert status == 0 and out.startswith("correct: ") and "on MNIST inputs" in out

@@ -61,6 +61,7 @@ def main() -> int:
     parser.add_argument("--lr-min", type=float, default=1e-6, help="smallest learning rate (default 1e-6)")
     parser.add_argument("--lr-max", type=float, default=1.0, help="largest learning rate (default 1)")
     parser.add_argument("--pixels", choices=("raw", "scaled", "both"), default="both")
+    parser.add_argument("--softmax", choices=("shifted", "naive", "both"), default="both")
     parser.add_argument("--signs", choices=("correct", "both"), default="correct", help="update signs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     args = parser.parse_args()
@@ -72,7 +73,7 @@ def main() -> int:
         (sign, pixels, softmax)
         for sign in (("correct",) if args.signs == "correct" else ("correct", "as_written"))
         for pixels in (("raw", "scaled") if args.pixels == "both" else (args.pixels,))
-        for softmax in ("shifted", "naive")
+        for softmax in (("shifted", "naive") if args.softmax == "both" else (args.softmax,))
     ]
     data = js.load_mnist_uint8(args.data_dir)
     rows, start = [], time.perf_counter()

@@ -177,6 +177,25 @@ def test_anything_else_is_wrong_and_says_where():
     assert "pixel row" in check.message
 
 
+def test_two_mistakes_are_wrong_and_both_named():
+    check = js.check_gradient(lambda w, b, x, y: tuple(-g for g in transposed(w, b, x, y)))
+    assert check.verdict == "wrong"
+    assert "transposed" in check.message and "-1 times the gradient (negated)" in check.message
+
+
+def test_half_precision_gets_a_bounded_tolerance():
+    def half(w, b, x, y):
+        return tuple(g.astype(np.float16) for g in halved(w, b, x, y))
+
+    assert tolerance(np.dtype("float16")) == 0.05
+    check = js.check_gradient(half)
+    assert (
+        check.dtype == "float16"
+        and check.verdict == "scaled"
+        and check.factor == pytest.approx(0.5, rel=1e-3)
+    )
+
+
 def test_the_function_gets_copies_of_numpy_arrays():
     seen = []
 

@@ -31,11 +31,12 @@ from jax_softmax.diagnose import (
 from jax_softmax.distributed import DataParallel, data_parallel
 from jax_softmax.distributed import initialize as initialize_distributed
 from jax_softmax.evaluation import Report, class_probabilities, classification_report, confusion_matrix
+from jax_softmax.gradient_check import GradientCheck, check_gradient
 from jax_softmax.gradients import autodiff_grad, make_optimizer, make_update, manual_grad
 from jax_softmax.images import load_inputs, preprocess_image
 from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
 from jax_softmax.nonfinite import NonFiniteError, NonFiniteStop
-from jax_softmax.plots import plot_confusion, plot_curves, plot_weights, save_figure
+from jax_softmax.plots import plot_confusion, plot_curves, plot_weights, plot_zero_probabilities, save_figure
 from jax_softmax.run_dir import (
     append_metrics,
     epoch_writer,
@@ -57,6 +58,7 @@ __all__ = [
     "DiagnoseConfig",
     "Diagnosis",
     "EpochMetrics",
+    "GradientCheck",
     "History",
     "IdxError",
     "Mnist",
@@ -74,6 +76,7 @@ __all__ = [
     "all_variants",
     "append_metrics",
     "autodiff_grad",
+    "check_gradient",
     "class_probabilities",
     "classification_report",
     "classify_collapse",
@@ -104,6 +107,7 @@ __all__ = [
     "plot_diagnosis",
     "plot_sweep",
     "plot_weights",
+    "plot_zero_probabilities",
     "predict",
     "preprocess_image",
     "rank_runs",

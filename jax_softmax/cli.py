@@ -587,8 +587,9 @@ def _add_diagnose(subparsers) -> None:
         help="reproduce the question's collapse and name its cause",
         description="Train the question's hand-written softmax regression (batch 200, learning rate "
         "0.1) on MNIST as written, with each of its three fixes alone (update sign, pixel scale, "
-        "log-softmax) and with all three, and report for each run whether and when it collapsed, "
-        "and why.",
+        "log-softmax) and with all three, and with the sign fixed and a max-shifted softmax "
+        "(exp(z - max z) / sum, then log): the question's zero probabilities. Report for each run "
+        "whether and when it collapsed, and why.",
     )
     p.add_argument("--all", action="store_true", help="run every combination of the four switches")
     p.add_argument(
@@ -694,6 +695,56 @@ def run_diagnose(args: argparse.Namespace) -> int:
         + (f"; plot written to {args.plot}" if args.plot else "")
     )
     return 0
+
+
+def _add_check_grad(subparsers) -> None:
+    from jax_softmax.gradient_check import BATCH_SIZES
+
+    p = subparsers.add_parser(
+        "check-grad",
+        help="check a hand-written gradient of the loss against jax.grad",
+        description="Check FUNCTION(w, b, x, y) -> (dw, db), the gradient of the mean negative "
+        "log-likelihood of softmax regression, against jax.grad in float64. FILE.py is imported and "
+        "run like any Python module (its top-level code runs, its __main__ block does not); FUNCTION "
+        "gets NumPy arrays: w float64 [784, 10], b [10], x [n, 784] in [0, 1], y int [n], and may "
+        "return NumPy or JAX arrays in any floating dtype (the tolerance follows it). It is called at "
+        f"batch sizes {', '.join(map(str, BATCH_SIZES))}, with zero weights and with weights that make "
+        "the probabilities far from uniform. The verdict: correct, negated, scaled, transposed, bias "
+        "(dw right, db wrong or missing) or wrong. Exit status 0 for correct, 1 for any other verdict, "
+        "2 when the function cannot be checked.",
+    )
+    p.add_argument("target", metavar="FILE.py:FUNCTION", help="the file and the function in it")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        help=f"directory with the four MNIST IDX files: batches of real images (default: ${DATA_DIR_ENV}; "
+        "without either, random inputs)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches and the random weights")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(run=run_check_grad)
+
+
+def run_check_grad(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from jax_softmax.gradient_check import check_gradient, format_gradient_check, load_function
+
+    x = y = None
+    if args.data_dir:
+        from jax_softmax.data import load_mnist_uint8
+
+        train = load_mnist_uint8(args.data_dir).train
+        x, y = train.x, train.y  # uint8 pixels: check_gradient divides the batches it draws by 255
+    # The function's own prints go to stderr, so that stdout holds the result alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        fn, name = load_function(args.target)
+        check = check_gradient(fn, x, y, seed=args.seed, name=name)
+    if args.json:
+        print(json.dumps(check.to_json()))
+    else:
+        print(format_gradient_check(check, "MNIST" if args.data_dir else None))
+    return 0 if check.correct else 1
 
 
 def _grid_flag(name: str, *, positive: bool):
@@ -874,6 +925,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_predict(subparsers)
     _add_diagnose(subparsers)
+    _add_check_grad(subparsers)
     _add_sweep(subparsers)
     return parser
 

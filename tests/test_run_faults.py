@@ -1,0 +1,438 @@
+"""What clusters do to long runs: kills at any moment, SIGTERM, two writers, damaged files."""
+
+import gzip
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jax_softmax as js
+from jax_softmax import cli
+from jax_softmax.checkpoint import CheckpointError, read_opt_state_leaves
+from jax_softmax.resume import interrupts_deferred, load_run, read_run_metadata
+from jax_softmax.run_dir import RunInUseError, cut_metrics, lock_run, remove_temp_files
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jax_softmax", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture(scope="module")
+def raw_mnist(mnist_dir, tmp_path_factory) -> Path:
+    """The MNIST files decompressed into a temporary directory: each process loads them in a fraction
+    of the time the gzip files take, which is most of what a short run spends."""
+    out = tmp_path_factory.mktemp("mnist")
+    for path in Path(mnist_dir).glob("*.gz"):
+        (out / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Killing `train --optimizer adam --out DIR` at random moments
+
+EPOCHS = 20
+TRAIN = [
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.01",
+    "--batch-size",
+    "27000",
+    "--seed",
+    "7",
+    "--epochs",
+    str(EPOCHS),
+]
+RESUMING = re.compile(r"resuming the run in .* after epoch (\d+): epochs")
+
+
+def final_state(run: Path):
+    params, metadata = js.load_params(run / "params.npz")
+    losses = [m.train_loss for m in js.read_metrics(run / "metrics.jsonl")]
+    return np.asarray(params.w), np.asarray(params.b), metadata["epoch"], losses
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
+    """SIGKILL and SIGTERM at >= 30 random moments of chained runs: start, kill, resume, kill, ...
+
+    Each process after a kill resumes the killed one's directory, so every state a kill
+    left is loaded and trained on; every chain ends with a resume that finishes, whose
+    parameters and losses must equal an uninterrupted run's bit for bit.
+    """
+    flags = [*TRAIN, "--data-dir", str(raw_mnist), "--cache-dir", str(tmp_path / "cache")]
+    whole = tmp_path / "whole"
+    started = time.monotonic()
+    done = subprocess.run(
+        command("train", *flags, "--out", str(whole)), env=env(), capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    lifetime = time.monotonic() - started
+    reference = final_state(whole)
+
+    rng = random.Random(11)
+    kills = {signal.SIGKILL: 0, signal.SIGTERM: 0}
+    resumed_from = []
+    chains = 0
+    while min(kills.values()) < 15:
+        chains += 1
+        run = tmp_path / f"chain{chains}"
+        while True:
+            resume = (run / "params.npz").exists()
+            argv = (
+                ["--resume", str(run), "--data-dir", str(raw_mnist)]
+                if resume
+                else [*flags, "--out", str(run)]
+            )
+            if not resume and run.exists():
+                argv.append("--overwrite")  # killed before its first epoch was saved
+            proc = subprocess.Popen(
+                command("train", *argv, "--cache-dir", str(tmp_path / "cache")),
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            signum = rng.choice([signal.SIGKILL, signal.SIGTERM])
+            if rng.random() < 0.5:  # anywhere in the run, startup included
+                time.sleep(rng.uniform(0.0, lifetime))
+            else:  # while epochs are being trained and saved
+                deadline = time.monotonic() + 60
+                while not (run / "metrics.jsonl").exists() and proc.poll() is None:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 1.5))
+            finished = proc.poll() is not None
+            if not finished:
+                proc.send_signal(signum)
+            out, err = proc.communicate(timeout=120)
+            assert "Traceback" not in err, err
+            if resume and RESUMING.search(out):
+                resumed_from.append(int(RESUMING.search(out)[1]))
+            if proc.returncode == 0:
+                break  # the run finished: the chain is complete
+            assert not finished, (proc.returncode, err)
+            kills[signum] += 1
+            if signum == signal.SIGKILL:
+                assert proc.returncode == -signal.SIGKILL
+            else:
+                # One line and 143; -SIGTERM only for a signal that came before Python ran any
+                # of the package's code (the interpreter's own first milliseconds).
+                assert proc.returncode in (143, -signal.SIGTERM), (proc.returncode, err)
+                if proc.returncode == 143:
+                    assert len(err.strip().splitlines()) == 1 or err.count("jax-softmax") == 1, err
+                    assert re.search(
+                        r"(terminated \(SIGTERM\)|SIGTERM while (starting|shutting down))", err
+                    ), err
+            if (run / "params.npz").exists():
+                metadata = read_run_metadata(run)  # every kill leaves a loadable, resumable run
+                assert 1 <= metadata["epoch"] <= EPOCHS
+        w, b, epoch, losses = final_state(run)
+        assert epoch == EPOCHS
+        np.testing.assert_array_equal(w, reference[0])
+        np.testing.assert_array_equal(b, reference[1])
+        assert losses == reference[3]
+        assert not list(run.glob(".*.tmp"))
+    assert sum(kills.values()) >= 30
+    assert resumed_from, "no kill left a saved epoch to resume from"
+    print(f"{sum(kills.values())} kills ({kills}), {chains} chains, resumed from epochs {resumed_from}")
+
+
+# ---------------------------------------------------------------------------------------
+# Signals at startup, during training, at shutdown
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, tmp_path, signum):
+    # From the package's first import (the interpreter's own start, tens of milliseconds,
+    # is before any of its code) to the first epoch.
+    delays = [0.6, 1.2, 2.0, 3.0]
+    procs = []
+    for i, delay in enumerate(delays):
+        procs.append(
+            subprocess.Popen(
+                command(
+                    "train",
+                    "--data-dir",
+                    str(raw_mnist),
+                    "--out",
+                    str(tmp_path / f"run{i}"),
+                    "--epochs",
+                    "200",
+                ),
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        time.sleep(delay)
+        procs[-1].send_signal(signum)
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signum, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert signal.Signals(signum).name in err or "interrupted" in err, err
+
+
+def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        command("train", *TRAIN[:-1], "500", "--data-dir", str(raw_mnist), "--out", str(run)),
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    [line] = err.strip().splitlines()
+    done = js.load_params(run / "params.npz").metadata["epoch"]
+    assert line == (
+        f"jax-softmax train: terminated (SIGTERM); saved epoch {done} of 500 in {run} "
+        f"(metrics.jsonl, params.npz); continue with 'jax-softmax train --resume {run}'"
+    )
+    assert [m.epoch for m in js.read_metrics(run / "metrics.jsonl")][:done] == list(range(1, done + 1))
+
+
+def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
+    """A SIGTERM whose exception some library caught is noticed at the next epoch's save."""
+    real_fit = js.train.fit
+
+    def fit_that_swallows(*args, checkpoint_callback, **kwargs):
+        def callback(metrics, params, opt_state):
+            if metrics.epoch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.1)
+                except KeyboardInterrupt:
+                    pass  # what a careless library does
+            checkpoint_callback(metrics, params, opt_state)
+
+        return real_fit(*args, checkpoint_callback=callback, **kwargs)
+
+    monkeypatch.setattr(js.train, "fit", fit_that_swallows)
+    run = tmp_path / "run"
+    status = cli.main(
+        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
+    )
+    err = capsys.readouterr().err
+    assert status == 143
+    assert (
+        err.strip()
+        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
+    )
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
+
+
+def test_interrupts_deferred_holds_sigterm_and_delivers_it_after():
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert received == []
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------
+# One writer per run directory
+
+
+HOLDER = """
+import sys, time
+from jax_softmax.run_dir import lock_run
+lock = lock_run(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_one_writer_per_run_directory(mnist_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run)], env=env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for extra in ([], ["--overwrite"], ["--resume", str(run)]):
+            out = [] if extra[:1] == ["--resume"] else ["--out", str(run)]
+            if extra[:1] == ["--resume"]:
+                js.save_params(
+                    run / "params.npz",
+                    js.init_params(jax.random.key(0)),
+                    {"epoch": 1, "training": {"epochs": 3, "optimizer": "sgd", "lr": 0.5}},
+                )
+            status = cli.main(["train", "--data-dir", str(mnist_dir), *out, *extra])
+            err = capsys.readouterr().err
+            assert status == 2, err
+            assert err.strip() == (
+                f"jax-softmax train: error: {run} is in use: process {holder.pid} is writing a run there; "
+                "wait for it to end (or stop it), or choose another directory"
+            )
+        with pytest.raises(RunInUseError, match=f"process {holder.pid}"):
+            lock_run(run)
+        holder.kill()
+        holder.wait(timeout=30)
+        with lock_run(run) as lock:  # the killed holder's lock is gone with it
+            assert lock.path.read_text() == f"{os.getpid()}\n"
+    finally:
+        holder.kill()
+        holder.stdout.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A run directory that a kill left between two writes
+
+
+def test_a_torn_metrics_line_and_extra_epochs_are_cut_back_to_the_checkpoint(tmp_path):
+    adam = optax.adam(0.01)
+    params = js.init_params(jax.random.key(0))
+    state = adam.init(params)
+    metadata = {"epoch": 2, "training": {"epochs": 5, "optimizer": "adam", "lr": 0.01}}
+    js.save_params(tmp_path / "params.npz", params, metadata, opt_state=state)
+    lines = [
+        f'{{"epoch": {k}, "train_loss": 1.0, "val_loss": null, "val_accuracy": null, "seconds": 0.5}}'
+        for k in (1, 2, 3)
+    ]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(lines[:2]) + "\n" + '{"epoch": 3, "tr')
+    run = load_run(tmp_path, read_run_metadata(tmp_path))
+    assert run.epoch == 2 and [m.epoch for m in run.metrics] == [1, 2]
+    assert run.repairs == (
+        f"{metrics}: cut back to epoch 2, the last saved in params.npz (removed a last line cut off "
+        "mid-write (16 bytes))",
+    )
+    assert metrics.read_text() == "\n".join(lines[:2]) + "\n"
+    metrics.write_text("\n".join(lines) + "\n" + '{"ep')
+    assert "removed 1 epoch line beyond it and a last line cut off" in cut_metrics(metrics, 2)
+    assert cut_metrics(metrics, 2) is None
+    js.append_metrics(metrics, js.read_metrics(metrics)[0])  # appending after a repair makes whole lines
+    assert len(js.read_metrics(metrics)) == 3
+    with pytest.raises(ValueError, match="holds 3 complete epochs, the checkpoint 4"):
+        cut_metrics(metrics, 4)
+
+
+def test_leftover_temporary_files_are_removed(tmp_path):
+    (tmp_path / ".params.npz.x1y2.tmp").write_bytes(b"PK\x03\x04 partial")
+    (tmp_path / ".metrics.jsonl.abc.tmp").write_text("{")
+    (tmp_path / "notes.tmp").write_text("mine")
+    removed = remove_temp_files(tmp_path)
+    assert sorted(p.name for p in removed) == [".metrics.jsonl.abc.tmp", ".params.npz.x1y2.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.tmp"]
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged checkpoints: every byte flipped or cut gives a CheckpointError, nothing else
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint as `train --optimizer adam --out` writes it: parameters and Adam's state."""
+    rng = np.random.default_rng(0)
+    params = js.Params(
+        w=jax.numpy.asarray(rng.normal(size=(784, 10)), np.float32), b=jax.numpy.zeros(10, np.float32)
+    )
+    adam = optax.adam(0.01)
+    state = adam.update(params, adam.init(params), params)[1]
+    metadata = {
+        "epoch": 3,
+        "training": {"epochs": 5, "optimizer": "adam", "lr": 0.01},
+        "pixel_divisor": 255.0,
+    }
+    return js.save_params(tmp_path_factory.mktemp("ckpt") / "params.npz", params, metadata, opt_state=state)
+
+
+def damaged_positions(data: bytes) -> list[int]:
+    """Every byte of the zip and .npy headers, metadata and directory; every 53rd of the payloads."""
+    structure = set()
+    for marker in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"\x93NUMPY"):
+        start = data.find(marker)
+        while start != -1:
+            structure.update(range(start, min(len(data), start + 200)))
+            start = data.find(marker, start + 1)
+    structure.update(range(max(0, len(data) - 1500), len(data)))  # metadata, central directory
+    return sorted(structure | set(range(0, len(data), 53)))
+
+
+def test_every_flipped_or_cut_byte_gives_a_checkpoint_error(real_checkpoint, tmp_path):
+    data = real_checkpoint.read_bytes()
+    leaves = read_opt_state_leaves(real_checkpoint)
+    w, b, _ = js.read_checkpoint(real_checkpoint)
+    positions = damaged_positions(data)
+    assert len(positions) > 3000
+    path = tmp_path / "params.npz"
+    refused = 0
+    for position in positions:
+        damaged = bytearray(data)
+        damaged[position] ^= 0xFF if position % 2 else 0x01  # all bits, or the lowest
+        path.write_bytes(bytes(damaged))
+        try:
+            read_leaves = read_opt_state_leaves(path)
+            read_w, read_b, _ = js.read_checkpoint(path)
+        except CheckpointError as e:
+            assert str(e).startswith(str(path)), e
+            refused += 1
+            continue
+        # Read without complaint: the byte was one nothing reads (a zip timestamp, say),
+        # and every value is the one saved.
+        np.testing.assert_array_equal(read_w, w)
+        np.testing.assert_array_equal(read_b, b)
+        for read, saved in zip(read_leaves, leaves, strict=True):
+            np.testing.assert_array_equal(read, saved)
+    for length in range(0, len(data), 97):
+        path.write_bytes(data[:length])
+        with pytest.raises(CheckpointError):
+            read_opt_state_leaves(path)
+    assert refused > len(positions) // 2
+
+
+def test_the_command_line_refuses_a_damaged_checkpoint_in_one_line(real_checkpoint, tmp_path):
+    data = bytearray(real_checkpoint.read_bytes())
+    run = tmp_path / "run"
+    run.mkdir()
+    header = data.find(b"\x93NUMPY")
+    data[header + 20] ^= 0xFF  # inside the first array's header dict
+    (run / "params.npz").write_bytes(bytes(data))
+    (run / "metrics.jsonl").write_text("")
+    (tmp_path / "digit.npy").write_bytes(b"")
+    for args in (
+        ["evaluate", "--params", str(run / "params.npz")],
+        ["predict", "--params", str(run / "params.npz"), str(tmp_path / "digit.npy")],
+        ["train", "--resume", str(run)],
+    ):
+        result = subprocess.run(command(*args), env=env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            result.stderr
+        )
+        assert f"{run / 'params.npz'}: corrupt" in result.stderr

@@ -277,10 +277,15 @@ def start_devices(args: argparse.Namespace) -> int:
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
 
 
+def format_loss(value: float) -> str:
+    """``0.2657``, or ``2.04e+29`` for a loss too large for four decimals to be readable."""
+    return f"{value:.4f}" if abs(value) < 1e4 or value != value else f"{value:.3g}"
+
+
 def _epoch_line(metrics, epochs: int) -> str:
     return (
-        f"epoch {metrics.epoch:3d}/{epochs}  train loss {metrics.train_loss:.4f}  "
-        f"val loss {metrics.val_loss:.4f}  val acc {100 * metrics.val_accuracy:6.2f}%  "
+        f"epoch {metrics.epoch:3d}/{epochs}  train loss {format_loss(metrics.train_loss)}  "
+        f"val loss {format_loss(metrics.val_loss)}  val acc {100 * metrics.val_accuracy:6.2f}%  "
         f"{metrics.seconds:.3f} s"
     )
 
@@ -541,6 +546,18 @@ def run_train(args: argparse.Namespace) -> int:
     if stop is not None:
         where = "" if out_dir is None else f", saved in {out_dir / PARAMS_FILE}"
         print(f"{PROG} train: {stop.message()}{where}", file=sys.stderr)
+    else:
+        from jax_softmax.nonfinite import learning_warnings
+
+        for warning in learning_warnings(
+            [m.train_loss for m in all_epochs],
+            last.val_accuracy if last is not None else float("nan"),
+            lr=args.lr,
+            l2=args.l2,
+            init_scale=args.init_scale,
+            num_classes=int(params.w.shape[1]),
+        ):
+            print(f"{PROG} train: warning: {warning}", file=sys.stderr)
     if args.json:
         result = {
             "test_accuracy": test_acc,
@@ -571,7 +588,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"test accuracy {100 * test_acc:.2f}%  test loss {test_loss:.4f}  "
+            f"test accuracy {100 * test_acc:.2f}%  test loss {format_loss(test_loss)}  "
             f"(compile {history.compile_seconds:.2f} s, {args.grad} gradient, {jax.devices()[0].platform}"
             + (f", {devices} devices" if devices > 1 else "")
             + ")"
@@ -667,24 +684,48 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jax_softmax.evaluation import class_probabilities
-    from jax_softmax.images import load_many
+    from jax_softmax.images import input_names, load_inputs
 
     checkpoint = _load_checkpoint(args.params)
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-    names, x = load_many(args.inputs, num_features=checkpoint.params.w.shape[0], invert=invert)
-    probabilities = np.asarray(class_probabilities(checkpoint.params, x), np.float64)
+    # Each file on its own: one that cannot be read is reported, the others classified.
+    names, rows, errors = [], [], []
+    for path in args.inputs:
+        try:
+            x = load_inputs(path, num_features=checkpoint.params.w.shape[0], invert=invert)
+        except (ValueError, TypeError, OSError) as e:
+            message = str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}"
+            errors.append({"input": path, "error": message})
+            continue
+        names += input_names(path, len(x))
+        rows.append(x)
+    if rows:
+        x = np.concatenate(rows)
+        probabilities = np.asarray(class_probabilities(checkpoint.params, x), np.float64)
+    else:
+        probabilities = np.zeros((0, checkpoint.params.w.shape[1]))
     digits = probabilities.argmax(axis=1)
     if args.json:
         predictions = [
             {"input": name, "digit": int(digit), "probabilities": p.tolist()}
             for name, digit, p in zip(names, digits, probabilities, strict=True)
         ]
-        print(json.dumps({"params": args.params, "predictions": predictions}))
-        return 0
-    for name, digit, p in zip(names, digits, probabilities, strict=True):
-        top = np.argsort(-p, kind="stable")[:3]
-        print(f"{name}: {digit}  ({', '.join(f'{k}: {100 * p[k]:.2f}%' for k in top)})")
-    return 0
+        result = {"params": args.params, "predictions": predictions}
+        if errors:
+            result["errors"] = errors
+        print(json.dumps(result))
+    else:
+        for name, digit, p in zip(names, digits, probabilities, strict=True):
+            top = np.argsort(-p, kind="stable")[:3]
+            print(f"{name}: {digit}  ({', '.join(f'{k}: {100 * p[k]:.2f}%' for k in top)})")
+    for error in errors:
+        print(f"{PROG} predict: error: {error['error']}", file=sys.stderr)
+    if errors and rows:
+        print(
+            f"{PROG} predict: {len(errors)} of {len(args.inputs)} files could not be classified",
+            file=sys.stderr,
+        )
+    return 2 if errors else 0
 
 
 def _add_diagnose(subparsers) -> None:

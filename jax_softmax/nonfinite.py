@@ -268,7 +268,9 @@ def learning_warnings(
     """Sentences saying why a finished run learned nothing, naming the setting to change.
 
     A run can end with finite numbers and still be useless: its loss ended far above
-    where it started (divergence), or its accuracy stayed at chance. The cause named is
+    where it started (divergence: above twice the start and ten times the loss of a
+    uniform guess, where training from small weights starts), or its accuracy stayed
+    at chance. The cause named is
     the L2 strength when ``lr * l2 > 2`` (the penalty alone grows the weights), the
     initial scale when the very first loss was already huge (logits of weights that
     large saturate the softmax), else the learning rate (too large when the loss rose,
@@ -302,9 +304,14 @@ def learning_warnings(
         )
     else:
         cause = f"the learning rate {lr:g}: lower --lr (try {lr / 10:g})"
-    if math.isfinite(first) and last > 2 * first and last > math.log(num_classes):
+    # Small initial weights start near the loss of a uniform guess, log(num_classes); an
+    # epoch's mean can already be far above it when the very first steps blew up.
+    uniform = math.log(num_classes)
+    start = first if init_scale > 1 else min(first, uniform)
+    if math.isfinite(start) and last > 2 * start and last > 10 * uniform:
         found.append(
-            f"divergence: the training loss rose from {first:.3g} to {last:.3g}; the cause is {cause}"
+            f"divergence: the training loss ended at {last:.3g}, far above the {start:.3g} it started "
+            f"from; the cause is {cause}"
         )
     if math.isfinite(val_accuracy) and val_accuracy < chance + 0.05:
         if abs(last - first) <= 1e-3 * abs(first) and not huge_start:

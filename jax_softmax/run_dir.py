@@ -20,6 +20,7 @@ that :func:`jax_softmax.resume.load_run` cuts away.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -67,8 +68,9 @@ class RunLock:
     """An exclusive lock on a run directory, held until :meth:`release` (or the process ends).
 
     The lock is ``flock`` on ``DIR/.lock``, which the kernel releases when its holder
-    exits, however it exits: a killed run leaves no lock behind. The file holds the
-    holder's process id, for messages.
+    exits, however it exits: a killed run leaves at most an unlocked file, which blocks
+    nothing. The file holds the holder's process id, for messages; :meth:`release`
+    removes it.
     """
 
     def __init__(self, fd: int | None, path: Path):
@@ -77,6 +79,10 @@ class RunLock:
 
     def release(self) -> None:
         if self._fd is not None:
+            # Removed while still locked: a process that opened the file just before takes
+            # the lock of a file no longer there, sees that, and tries again.
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
             os.close(self._fd)  # closing the descriptor drops the flock
             self._fd = None
 
@@ -111,19 +117,27 @@ def lock_run(out_dir: str | os.PathLike) -> RunLock:
         import fcntl
     except ImportError:  # not POSIX
         return RunLock(None, path)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
-        os.close(fd)
-        raise RunInUseError(
-            f"{out_dir} is in use: process {holder} is writing a run there; wait for it to end "
-            "(or stop it), or choose another directory"
-        ) from None
-    except BaseException:
-        os.close(fd)
-        raise
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the holder removed the file as we locked it: lock the new one
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunInUseError(
+                f"{out_dir} is in use: process {holder} is writing a run there; wait for it to end "
+                "(or stop it), or choose another directory"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
@@ -312,7 +326,7 @@ def epoch_writer(out_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> Cal
                 kept = metrics.epoch - 1
                 holds = f"epoch {kept}, the last saved" if kept else "no completed epoch"
                 raise RunWriteError(
-                    e.errno, f"could not write {path} ({e.strerror or e}); {out_dir} holds {holds}"
+                    f"could not write {path} ({e.strerror or e}); {out_dir} holds {holds}"
                 ) from None
 
     return write_epoch

@@ -69,22 +69,34 @@ def final_state(run: Path):
     return np.asarray(params.w), np.asarray(params.b), metadata["epoch"], losses
 
 
+def metrics_lines(run: Path) -> int:
+    try:
+        return (run / "metrics.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
 @pytest.mark.slow
 def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
     """SIGKILL and SIGTERM at >= 30 random moments of chained runs: start, kill, resume, kill, ...
 
     Each process after a kill resumes the killed one's directory, so every state a kill
-    left is loaded and trained on; every chain ends with a resume that finishes, whose
-    parameters and losses must equal an uninterrupted run's bit for bit.
+    left is loaded and trained on. After at most 8 kills a chain's last resume runs to
+    the end, and its parameters and losses must equal an uninterrupted run's bit for bit.
     """
-    flags = [*TRAIN, "--data-dir", str(raw_mnist), "--cache-dir", str(tmp_path / "cache")]
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    flags = [*TRAIN, "--data-dir", str(raw_mnist), *cache]
     whole = tmp_path / "whole"
     started = time.monotonic()
-    done = subprocess.run(
-        command("train", *flags, "--out", str(whole)), env=env(), capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
-    lifetime = time.monotonic() - started
+    proc = subprocess.Popen(command("train", *flags, "--out", str(whole)), env=env(), stderr=subprocess.PIPE)
+    first_epoch = None
+    while proc.poll() is None and metrics_lines(whole) < EPOCHS:
+        if first_epoch is None and metrics_lines(whole):
+            first_epoch = time.monotonic() - started
+        time.sleep(0.01)
+    training = time.monotonic() - started - first_epoch
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    proc.stderr.close()
     reference = final_state(whole)
 
     rng = random.Random(11)
@@ -94,7 +106,11 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
     while min(kills.values()) < 15:
         chains += 1
         run = tmp_path / f"chain{chains}"
+        chain_kills = 0
         while True:
+            # Each process, holding the directory's lock, removes what an earlier one's
+            # kill left half-written; none must be there but the last kill's.
+            leftovers = list(run.glob(".*.tmp"))
             resume = (run / "params.npz").exists()
             argv = (
                 ["--resume", str(run), "--data-dir", str(raw_mnist)]
@@ -103,33 +119,40 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
             )
             if not resume and run.exists():
                 argv.append("--overwrite")  # killed before its first epoch was saved
+            lines_before = metrics_lines(run)
             proc = subprocess.Popen(
-                command("train", *argv, "--cache-dir", str(tmp_path / "cache")),
+                command("train", *argv, *cache),
                 env=env(),
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 text=True,
             )
             signum = rng.choice([signal.SIGKILL, signal.SIGTERM])
-            if rng.random() < 0.5:  # anywhere in the run, startup included
-                time.sleep(rng.uniform(0.0, lifetime))
-            else:  # while epochs are being trained and saved
-                deadline = time.monotonic() + 60
-                while not (run / "metrics.jsonl").exists() and proc.poll() is None:
+            if chain_kills == 8:
+                pass  # let this one finish the run
+            elif rng.random() < 0.4:  # anywhere from the start, imports included
+                time.sleep(rng.uniform(0.0, first_epoch + training / 2))
+            else:  # once this process is training and saving epochs
+                deadline = time.monotonic() + 120
+                while metrics_lines(run) <= lines_before and proc.poll() is None:
                     assert time.monotonic() < deadline
-                    time.sleep(0.01)
-                time.sleep(rng.uniform(0.0, 1.5))
-            finished = proc.poll() is not None
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, training / 2))
+            finished = chain_kills == 8 or proc.poll() is not None
             if not finished:
                 proc.send_signal(signum)
-            out, err = proc.communicate(timeout=120)
+            out, err = proc.communicate(timeout=300)
             assert "Traceback" not in err, err
             if resume and RESUMING.search(out):
                 resumed_from.append(int(RESUMING.search(out)[1]))
+            if leftovers and (proc.returncode == 0 or re.search(r"^(resuming|epoch )", out, re.M)):
+                assert all(not path.exists() for path in leftovers), leftovers  # it got past the lock
             if proc.returncode == 0:
+                assert not list(run.glob(".*.tmp"))
                 break  # the run finished: the chain is complete
             assert not finished, (proc.returncode, err)
             kills[signum] += 1
+            chain_kills += 1
             if signum == signal.SIGKILL:
                 assert proc.returncode == -signal.SIGKILL
             else:
@@ -137,7 +160,7 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
                 # of the package's code (the interpreter's own first milliseconds).
                 assert proc.returncode in (143, -signal.SIGTERM), (proc.returncode, err)
                 if proc.returncode == 143:
-                    assert len(err.strip().splitlines()) == 1 or err.count("jax-softmax") == 1, err
+                    assert len(err.strip().splitlines()) == 1, err
                     assert re.search(
                         r"(terminated \(SIGTERM\)|SIGTERM while (starting|shutting down))", err
                     ), err
@@ -151,7 +174,6 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
         np.testing.assert_array_equal(w, reference[0])
         np.testing.assert_array_equal(b, reference[1])
         assert losses == reference[3]
-        assert not list(run.glob(".*.tmp"))
     assert sum(kills.values()) >= 30
     assert resumed_from, "no kill left a saved epoch to resume from"
     print(f"{sum(kills.values())} kills ({kills}), {chains} chains, resumed from epochs {resumed_from}")
@@ -305,8 +327,10 @@ def test_one_writer_per_run_directory(mnist_dir, tmp_path, capsys):
             lock_run(run)
         holder.kill()
         holder.wait(timeout=30)
-        with lock_run(run) as lock:  # the killed holder's lock is gone with it
+        assert (run / ".lock").exists()  # the killed holder's file stays, unlocked
+        with lock_run(run) as lock:  # and blocks nothing
             assert lock.path.read_text() == f"{os.getpid()}\n"
+        assert not (run / ".lock").exists()
     finally:
         holder.kill()
         holder.stdout.close()

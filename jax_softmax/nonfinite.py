@@ -25,7 +25,8 @@ overflows; what remains is
 - **overflow**: the loss had not risen, yet one step's logits, gradient or update was
   too large for the dtype (an enormous learning rate does that in one step).
 
-Either way the cure is a smaller learning rate.
+Either way the cure is a smaller learning rate; or a smaller L2 strength, when even a
+tenth of the learning rate leaves ``lr * l2 > 2``.
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ def summarize_steps(losses: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Ar
     return mean, first_bad
 
 
+def l2_is_the_cause(lr: float, l2: float) -> bool:
+    """Whether the L2 strength, more than the learning rate, makes plain gradient steps grow.
+
+    With the penalty ``l2 / 2 * ||w||^2`` a step multiplies the weights by ``1 - lr * l2``,
+    which grows them once ``lr * l2 > 2``. The L2 strength is named as the cause when
+    the usual advice, a tenfold lower learning rate, would still leave ``lr * l2 > 2``.
+    """
+    return lr * l2 / 10 > 2
+
+
 @dataclasses.dataclass(frozen=True)
 class NonFiniteStop:
     """Where and why training went non-finite.
@@ -121,7 +132,8 @@ class NonFiniteStop:
       lr: the learning rate.
       dtype: the computation's dtype name.
       l2: the L2 strength. With ``lr * l2 > 2`` the penalty alone makes every plain
-        gradient step grow the weights, and the message names it as the cause.
+        gradient step grow the weights; when a tenfold lower learning rate would still
+        leave it above 2, the message names the L2 strength as the cause.
     """
 
     epoch: int
@@ -137,9 +149,9 @@ class NonFiniteStop:
     l2: float = 0.0
 
     @property
-    def l2_diverges(self) -> bool:
-        """Whether the L2 penalty, not the learning rate alone, makes the steps grow (``lr * l2 > 2``)."""
-        return self.lr * self.l2 > 2
+    def l2_is_the_cause(self) -> bool:
+        """Whether the L2 strength is what to lower: see :func:`l2_is_the_cause`."""
+        return l2_is_the_cause(self.lr, self.l2)
 
     @property
     def kept(self) -> str:
@@ -176,7 +188,7 @@ class NonFiniteStop:
                 f"finite value {float_max:.3g}) before the loss had risen "
                 f"(it was {self.last_finite_loss:.3g})"
             )
-        if self.l2_diverges:
+        if self.l2_is_the_cause:
             fix = (
                 f"Lower the L2 strength (it is {self.l2:g}; with learning rate {self.lr:g} it must stay "
                 f"below 2 / lr = {2 / self.lr:g}, or every step grows the weights; try {0.1 / self.lr:g})"
@@ -271,7 +283,7 @@ def learning_warnings(
     where it started (divergence: above twice the start and ten times the loss of a
     uniform guess, where training from small weights starts), or its accuracy stayed
     at chance. The cause named is
-    the L2 strength when ``lr * l2 > 2`` (the penalty alone grows the weights), the
+    the L2 strength when even ``lr / 10 * l2 > 2`` (:func:`l2_is_the_cause`), the
     initial scale when the very first loss was already huge (logits of weights that
     large saturate the softmax), else the learning rate (too large when the loss rose,
     too small when it did not move).
@@ -292,7 +304,7 @@ def learning_warnings(
     # log(num_classes) is the loss of a uniform guess: a start far above it is the weights' doing.
     huge_start = first > 100 * math.log(num_classes)
     found = []
-    if l2 * lr > 2:
+    if l2_is_the_cause(lr, l2):
         cause = (
             f"the L2 strength {l2:g} with learning rate {lr:g} (lr * l2 = {lr * l2:.3g} > 2, so every "
             f"step grows the weights): lower --l2 below {2 / lr:g}"

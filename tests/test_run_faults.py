@@ -221,6 +221,29 @@ def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, t
         assert signal.Signals(signum).name in err or "interrupted" in err, err
 
 
+SHUTTING_DOWN = """
+import os, signal, sys
+sys.argv = ["jax-softmax"]
+from jax_softmax import _startup
+assert _startup.is_command_line()
+_startup.exit_on_stop_signals("shutting down")
+print("result", flush=True)
+os.kill(os.getpid(), signal.SIGNUM)
+signal.pause()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_shutting_down_gives_one_line_and_its_exit_status(signum):
+    code = SHUTTING_DOWN.replace("SIGNUM", signal.Signals(signum).name)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 128 + signum
+    assert result.stdout == "result\n"
+    assert result.stderr == f"jax-softmax: {signal.Signals(signum).name} while shutting down; stopped\n"
+
+
 def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(

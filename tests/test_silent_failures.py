@@ -80,12 +80,15 @@ def test_learning_warnings_name_the_cause():
     ]
     both = learning_warnings([2.3, 50.0, 2e29], 0.1, lr=1e30, l2=0.0, init_scale=0.01, num_classes=10)
     assert len(both) == 2 and "validation accuracy is 10.0%, chance level for 10 classes" in both[1]
-    l2 = learning_warnings([2.3, 90.0], 0.5, lr=0.5, l2=10.0, init_scale=0.01, num_classes=10)
+    l2 = learning_warnings([2.3, 90.0], 0.5, lr=0.5, l2=100.0, init_scale=0.01, num_classes=10)
     assert l2 == [
         "divergence: the training loss ended at 90, far above the 2.3 it started from; the cause is the L2 "
-        "strength 10 with learning rate 0.5 (lr * l2 = 5 > 2, so every step grows the weights): lower --l2 "
-        "below 4"
+        "strength 100 with learning rate 0.5 (lr * l2 = 50 > 2, so every step grows the weights): lower "
+        "--l2 below 4"
     ]
+    # lr * l2 = 5, but a tenfold lower learning rate (the advice) cures it.
+    lr = learning_warnings([2.3, 90.0], 0.5, lr=0.5, l2=10.0, init_scale=0.01, num_classes=10)
+    assert lr[0].endswith("the cause is the learning rate 0.5: lower --lr (try 0.05)")
     assert learning_warnings([2.3, 9.0], 0.5, lr=0.5, l2=0.0, init_scale=0.01, num_classes=10) == []
     init = learning_warnings([3e30, 2e30], 0.13, lr=0.5, l2=0.0, init_scale=1e30, num_classes=10)
     assert init == [

@@ -608,7 +608,8 @@ def _load_checkpoint(path: str):
             f"--params {path}: no such file; pass the checkpoint params.npz that "
             f"'{PROG} train --out DIR' writes in DIR"
         )
-    enable_dtype(read_checkpoint(path)[2]["dtype"])
+    w, _, _ = read_checkpoint(path)
+    enable_dtype(w.dtype.name)
     checkpoint = load_params(path)
     check_pixel_scaling(checkpoint.metadata, path)
     return checkpoint

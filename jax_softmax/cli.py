@@ -414,6 +414,9 @@ def run_train(args: argparse.Namespace) -> int:
                     f"--resume {args.resume}: the run there moved on while starting; run again"
                 )
     data = load_mnist(args.data_dir)
+    from jax_softmax.resume import check_interrupted
+
+    check_interrupted(args.signals)  # one that arrived in a callback that dropped it
     if args.batch_size > len(data.train.x):
         raise CommandError(
             f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples); "
@@ -1046,6 +1049,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}
     received = raise_on_stop_signals() if in_main_thread else []
+    previous_hook = sys.unraisablehook
+
+    def quiet_interrupts(unraisable) -> None:
+        # A signal's exception raised inside a garbage-collection callback is printed and
+        # dropped by Python ("Exception ignored in ..."). It is recorded in `received`,
+        # and acted on at the next check: print nothing here.
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and received):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
     on_exit: list = []
     command = PROG
     try:
@@ -1068,6 +1081,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{command}: {_stopped_by(signum)}", file=sys.stderr)
         return 128 + signum
     finally:
+        sys.unraisablehook = previous_hook
         for release in on_exit:
             release()
         try:

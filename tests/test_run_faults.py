@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from pathlib import Path
 
 import jax
@@ -300,6 +301,39 @@ def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path
         == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
     )
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
+
+
+def test_a_signal_inside_a_garbage_collection_callback_prints_no_traceback(
+    mnist_dir, tmp_path, capsys, monkeypatch
+):
+    """Python drops an exception raised in a weakref callback, printing 'Exception ignored'."""
+    real_fit = js.train.fit
+
+    def fit_after_a_collection(*args, **kwargs):
+        class Thing:
+            pass
+
+        def on_collect(ref):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler raises here, inside the callback
+
+        thing = Thing()
+        ref = weakref.ref(thing, on_collect)
+        del thing  # calls on_collect
+        assert ref() is None
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(js.train, "fit", fit_after_a_collection)
+    run = tmp_path / "run"
+    status = cli.main(
+        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
+    )
+    err = capsys.readouterr().err
+    assert status == 143
+    assert (
+        err.strip()
+        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
+    )
 
 
 def test_interrupts_deferred_holds_sigterm_and_delivers_it_after():

@@ -430,7 +430,7 @@ def run_train(args: argparse.Namespace) -> int:
         check_same_data(resumed, data, args.resume)
         run = load_run(args.resume, resumed)
         for repair in run.repairs:
-            print(f"{PROG} train: {repair}", file=sys.stderr, flush=True)
+            print(f"{PROG} train: {repair}", file=progress, flush=True)
         print(
             f"resuming the run in {args.resume} after epoch {run.epoch}: epochs {run.epoch + 1} to "
             f"{args.epochs} with {describe_flags(vars(args), TRAIN_FLAGS[1:])}",
@@ -1100,7 +1100,13 @@ def main_entry() -> None:
     # A signal after main has returned (the interpreter's exit takes a moment) ends
     # the process with one line; main keeps it in place for that.
     exit_on_stop_signals("shutting down")
-    status = main()
+    try:
+        status = main()
+    except KeyboardInterrupt as e:  # arrived while main was reporting an error
+        import signal
+
+        status = 128 + getattr(e, "signum", signal.SIGINT)
+        print(f"{PROG}: {_stopped_by(status - 128)}", file=sys.stderr)
     if status > 128:
         # Stopped by a signal, maybe in the middle of JAX's initialisation or a
         # compilation: its teardown at exit can then crash. Everything is saved and

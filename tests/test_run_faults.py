@@ -146,7 +146,7 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
             assert "Traceback" not in err, err
             if resume and RESUMING.search(out):
                 resumed_from.append(int(RESUMING.search(out)[1]))
-            cut_back += "metrics.jsonl: cut back to epoch" in err
+            cut_back += "metrics.jsonl: cut back to epoch" in out
             if leftovers and (proc.returncode == 0 or re.search(r"^(resuming|epoch )", out, re.M)):
                 assert all(not path.exists() for path in leftovers), leftovers  # it got past the lock
             if proc.returncode == 0:

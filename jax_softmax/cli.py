@@ -428,7 +428,7 @@ def run_train(args: argparse.Namespace) -> int:
         from jax_softmax.resume import check_same_data, describe_flags, load_run
 
         check_same_data(resumed, data, args.resume)
-        run = load_run(args.resume, resumed)
+        run = load_run(args.resume, resumed, repair=args.out is not None)  # only the writer repairs
         for repair in run.repairs:
             print(f"{PROG} train: {repair}", file=progress, flush=True)
         print(

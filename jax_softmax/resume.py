@@ -225,7 +225,7 @@ def check_same_data(metadata: Mapping[str, Any], data: Mnist, source: str) -> No
         )
 
 
-def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> RunState:
+def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any], *, repair: bool = True) -> RunState:
     """Loads what continuing a run needs: its parameters, optimizer state and metrics.
 
     The checkpoint ``params.npz`` is the run's last consistent epoch. ``metrics.jsonl``
@@ -235,6 +235,8 @@ def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> RunStat
     Args:
       run_dir: the run directory; hold its lock (:func:`jax_softmax.run_dir.lock_run`).
       metadata: its checkpoint metadata, from :func:`read_run_metadata`.
+      repair: cut ``metrics.jsonl`` back in place; ``False`` only reads it (the
+        processes of a multi-process run other than the writer).
 
     Returns:
       The :class:`RunState`.
@@ -258,17 +260,19 @@ def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> RunStat
     metrics_path = run_dir / METRICS_FILE
     if not metrics_path.is_file():
         raise ResumeError(f"{run_dir}: {METRICS_FILE} is missing")
-    try:
-        repair = cut_metrics(metrics_path, epoch)
-    except ValueError as e:
-        raise ResumeError(f"{e}; the run's metrics are lost") from None
-    metrics = read_metrics(metrics_path)
+    repaired = None
+    if repair:
+        try:
+            repaired = cut_metrics(metrics_path, epoch)
+        except ValueError as e:
+            raise ResumeError(f"{e}; the run's metrics are lost") from None
+    metrics = read_metrics(metrics_path)[:epoch]
     if [m.epoch for m in metrics] != list(range(1, epoch + 1)):
         raise ResumeError(
             f"{metrics_path}: holds epochs {[m.epoch for m in metrics]}, expected 1 to {epoch} "
             f"as in {PARAMS_FILE}"
         )
-    return RunState(params, opt_state, epoch, metrics, dict(metadata), (repair,) if repair else ())
+    return RunState(params, opt_state, epoch, metrics, dict(metadata), (repaired,) if repaired else ())
 
 
 def describe_flags(flags: Mapping[str, Any], names: Sequence[str]) -> str:

@@ -1,5 +1,10 @@
 """Softmax (multinomial logistic) regression on MNIST, in pure JAX functions."""
 
+from jax_softmax import _startup
+
+if _startup.is_command_line():  # before the imports below, which take seconds
+    _startup.exit_on_stop_signals("starting")
+
 from jax_softmax.checkpoint import Checkpoint, CheckpointError, load_params, read_checkpoint, save_params
 from jax_softmax.compilation_cache import enable_compilation_cache
 from jax_softmax.data import (

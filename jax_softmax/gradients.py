@@ -205,7 +205,8 @@ def make_update(
     The step checks its arguments before it enters the compiled code, like
     :func:`jax_softmax.loss` (and ``lr``: a finite scalar > 0), raising
     ``TypeError``/``ValueError``; ``step.__wrapped__`` is the compiled step without
-    the checks, for callers that have checked their data already.
+    the checks, for callers that have checked their data already. The first time
+    ``x`` looks like raw 0-255 pixels, it warns (``RawPixelsWarning``), naming the fix.
 
     Args:
       grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (the closed form).
@@ -224,6 +225,12 @@ def make_update(
     if grad not in GRAD_MODES:
         raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
     step = functools.partial(train_step, grad=grad, optimizer=optimizer, l2=l2)
+    warned = []  # the raw-pixel warning is given once per step function
+
+    def check_pixels(x: ArrayLike) -> None:
+        if not warned and validation.looks_like_raw_pixels(x):
+            warned.append(True)
+            validation.warn_raw_pixels("x", stacklevel=3)
 
     if optimizer is None:
 
@@ -235,6 +242,7 @@ def make_update(
         def checked_sgd_step(params: Params, x: ArrayLike, y: ArrayLike, lr: ArrayLike) -> Params:
             validation.check_batch(params, x, y)
             validation.check_learning_rate(lr)
+            check_pixels(x)
             return sgd_step(params, x, y, lr)
 
         return checked_sgd_step
@@ -246,6 +254,7 @@ def make_update(
     @functools.wraps(optax_step)
     def checked_optax_step(params: Params, opt_state, x: ArrayLike, y: ArrayLike):
         validation.check_batch(params, x, y)
+        check_pixels(x)
         return optax_step(params, opt_state, x, y)
 
     return checked_optax_step

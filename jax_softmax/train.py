@@ -34,6 +34,7 @@ DEFAULT_EPOCHS = 20
 DEFAULT_BATCH_SIZE = 200
 DEFAULT_LR = 0.5
 DEFAULT_INIT_SCALE = 0.01
+SEED_LIMIT = 2**32  # seeds are 0 to 2**32 - 1: a PRNG key holds 32 bits
 
 
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -279,6 +280,8 @@ def _check_split(
     x, y = np.asarray(split[0]), np.asarray(split[1])
     if x.ndim != 2:
         raise ValueError(f"{name} x must be [n, num_features], got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"the {name} split is empty (x has shape {x.shape}); it needs at least one example")
     if num_features is not None and x.shape[1] != num_features:
         raise ValueError(f"{name} x has {x.shape[1]} features, expected {num_features}")
     if y.shape != (x.shape[0],):
@@ -289,6 +292,12 @@ def _check_split(
     if num_classes is not None:
         validation.check_labels(y, len(y), num_classes, f"{name} y")
     return x, y
+
+
+def _warn_if_raw_pixels(x: np.ndarray) -> None:
+    # Here, not in fit: fit's argument ``validation`` hides the module of that name.
+    if validation.looks_like_raw_pixels(x):
+        validation.warn_raw_pixels("train x", stacklevel=3)
 
 
 def fit(
@@ -330,7 +339,7 @@ def fit(
         :data:`jax_softmax.gradients.OPTIMIZERS`, or an optax optimizer.
       l2: strength of the L2 penalty on the weights.
       init_scale: standard deviation of the initial weights (0 for zeros).
-      seed: seeds the initial weights and the shuffling.
+      seed: seeds the initial weights and the shuffling, 0 to 2**32 - 1.
       dtype: floating dtype of the parameters and computation.
       num_classes: number of classes.
       params: start from these parameters instead of a fresh initialisation.
@@ -361,11 +370,18 @@ def fit(
 
     Raises:
       ValueError, TypeError: for malformed data or hyperparameters, naming them,
-        and for a ``batch_size`` that does not divide evenly over the devices.
+        for an empty split, and for a ``batch_size`` that does not divide evenly over
+        the devices.
+
+    Warns:
+      RawPixelsWarning: the training inputs look like raw 0-255 pixels, not pixels in [0, 1].
       NonFiniteError: (a ``FloatingPointError``) with ``on_nonfinite="raise"``.
     """
     if not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
+        # PRNG keys hold 32 bits: a larger seed would silently train a smaller one's run.
+        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
     if grad not in GRAD_MODES:
         raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
     if not (np.isfinite(lr) and lr > 0):
@@ -387,6 +403,7 @@ def fit(
         raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {batch_size!r}")
     if validation is not None:
         x_val, y_val = _check_split("validation", validation, x_train.shape[1], classes)
+    _warn_if_raw_pixels(x_train)
     parallel = data_parallel(devices)
     if parallel is not None:
         parallel.check_batch_size(batch_size)
@@ -456,6 +473,7 @@ def fit(
                     previous_loss=np.nan if previous_loss is None else previous_loss,
                     lr=lr,
                     dtype=dtype.name,
+                    l2=l2,
                 )
                 if on_nonfinite == "raise":
                     raise NonFiniteError(history.stopped, params)

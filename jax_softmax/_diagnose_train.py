@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -129,7 +130,6 @@ def _train_chunk(
     """
     dtype = params.w.dtype
     num_classes = params.w.shape[1]
-    batch = orders.shape[1]
 
     def step(params: Params, inputs):
         idx, active_now, evaluate_now = inputs
@@ -137,42 +137,72 @@ def _train_chunk(
         y = y_train[idx]
         onehot = jax.nn.one_hot(y, num_classes, dtype=dtype)
         z = logits(params, x)
-        probs, log_likelihood, (exp_overflow, zero_true_probs, all_probs_zero) = jax.lax.switch(
-            softmax, SOFTMAX_FORMS, z, y
-        )
-        # The question's rule, w <- w - lr/|B| * sum_l x_l (delta - P), subtracts the
-        # derivative of +log P; the correct one subtracts that of -log P.
-        delta = jnp.where(as_written, onehot - probs, probs - onehot)
-        new = Params(
-            w=params.w - lr / batch * jnp.matmul(x.T, delta, precision=PRECISION),
-            b=params.b - lr / batch * jnp.sum(delta, axis=0),
-        )
-        # Instruments, computed stably whatever the variant does.
-        nll = -jnp.take_along_axis(jax.nn.log_softmax(z, axis=1), y[:, None], axis=1)[:, 0]
-        grad = manual_grad(params, x, y)
-        slope = jnp.vdot(grad.w, new.w - params.w) + jnp.vdot(grad.b, new.b - params.b)
+        probs, log_likelihood, flags = jax.lax.switch(softmax, SOFTMAX_FORMS, z, y)
+        new = _question_update(params, x, onehot, probs, as_written, lr)
+        nll, slope = _instruments(params, new, x, y, z)
         val_correct = jax.lax.cond(
             evaluate_now,
             lambda p: _val_correct(p, x_val, y_val, divisor),
             lambda p: jnp.array(-1, jnp.int32),  # not measured
             new,
         )
-        record = {
-            "log_likelihood": log_likelihood,
-            "max_abs_logit": jnp.max(jnp.abs(z)),
-            "worst_nll": jnp.max(nll),
-            "loss": jnp.mean(nll),
-            "slope": slope,
-            "exp_overflow": exp_overflow,
-            "true_prob_zero": zero_true_probs > 0,
-            "zero_true_probs": zero_true_probs,
-            "all_probs_zero": all_probs_zero,
-            "params_finite": jnp.all(jnp.isfinite(new.w)) & jnp.all(jnp.isfinite(new.b)),
-            "val_correct": val_correct,
-        }
+        record = _record(new, z, log_likelihood, flags, nll, slope, val_correct)
         return jax.tree.map(lambda n, p: jnp.where(active_now, n, p), new, params), record
 
     return jax.lax.scan(step, params, (orders, active, evaluate))
+
+
+def _question_update(
+    params: Params, x: jax.Array, onehot: jax.Array, probs: jax.Array, as_written: jax.Array, lr: jax.Array
+) -> Params:
+    """One SGD step on the batch ``x`` ``[batch, num_features]``, its sign as written or corrected.
+
+    The question's rule, ``w <- w - lr/|B| * sum_l x_l (onehot - P)``, subtracts the
+    derivative of ``+log P``; the correct one subtracts that of ``-log P``, ``x_l (P - onehot)``.
+    """
+    batch = x.shape[0]
+    delta = jnp.where(as_written, onehot - probs, probs - onehot)
+    return Params(
+        w=params.w - lr / batch * jnp.matmul(x.T, delta, precision=PRECISION),
+        b=params.b - lr / batch * jnp.sum(delta, axis=0),
+    )
+
+
+def _instruments(
+    params: Params, new: Params, x: jax.Array, y: jax.Array, z: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """Computed stably whatever the variant does: each example's ``-log P(true class)`` ``[batch]``,
+    and the slope of the loss along the step from ``params`` to ``new``, ``<grad, new - old>``."""
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(z, axis=1), y[:, None], axis=1)[:, 0]
+    grad = manual_grad(params, x, y)
+    slope = jnp.vdot(grad.w, new.w - params.w) + jnp.vdot(grad.b, new.b - params.b)
+    return nll, slope
+
+
+def _record(
+    new: Params,
+    z: jax.Array,
+    log_likelihood: jax.Array,
+    flags: tuple[jax.Array, jax.Array, jax.Array],
+    nll: jax.Array,
+    slope: jax.Array,
+    val_correct: jax.Array,
+) -> dict[str, jax.Array]:
+    """One step's entries of the :class:`TrainingLog` fields, and ``val_correct`` (-1: not measured)."""
+    exp_overflow, zero_true_probs, all_probs_zero = flags
+    return {
+        "log_likelihood": log_likelihood,
+        "max_abs_logit": jnp.max(jnp.abs(z)),
+        "worst_nll": jnp.max(nll),
+        "loss": jnp.mean(nll),
+        "slope": slope,
+        "exp_overflow": exp_overflow,
+        "true_prob_zero": zero_true_probs > 0,
+        "zero_true_probs": zero_true_probs,
+        "all_probs_zero": all_probs_zero,
+        "params_finite": jnp.all(jnp.isfinite(new.w)) & jnp.all(jnp.isfinite(new.b)),
+        "val_correct": val_correct,
+    }
 
 
 def train_variant(
@@ -202,6 +232,39 @@ def train_variant(
     Raises:
       ValueError, TypeError: for malformed data, naming it, or float64 without 64-bit JAX.
     """
+    x_train, y_train, x_val, y_val = _check_inputs(variant, train, validation, config)
+    dtype = jnp.dtype(variant.dtype)
+    params, orders = initial_params_and_orders(
+        config.seed,
+        num_features=x_train.shape[1],
+        num_examples=len(x_train),
+        config=config,
+        dtype=variant.dtype,
+    )
+    chunks = _Chunks.cut(np.asarray(orders), config.log_every)
+    divisor = jnp.asarray(255.0 if variant.pixels == "scaled" else 1.0, dtype)
+    data = (jnp.asarray(x_train), jnp.asarray(y_train))
+    val = (jnp.asarray(x_val), jnp.asarray(y_val), divisor, jnp.asarray(config.lr, dtype))
+    switches = (jnp.asarray(variant.sign == "as_written"), jnp.asarray(SOFTMAXES.index(variant.softmax)))
+
+    def run(params: Params, c: int, evaluate: np.ndarray) -> tuple[Params, dict[str, jax.Array]]:
+        return _train_chunk(params, *data, chunks.orders[c], chunks.active[c], evaluate, *val, *switches)
+
+    initial_correct = int(_val_correct(params, val[0], val[1], divisor))
+    starts, records = _run_until_all_nan(run, params, chunks)
+    active = chunks.active[: len(records)]
+    log = _log(records, active, initial_correct, len(y_val), chunks.num_steps)
+    collapse = classify_collapse(log).collapse_step
+    if collapse is not None:
+        _replay_near(collapse, run, starts, records, active, log.num_steps)
+        log = _log(records, active, initial_correct, len(y_val), chunks.num_steps)
+    return log
+
+
+def _check_inputs(
+    variant: Variant, train: Sequence[ArrayLike], validation: Sequence[ArrayLike], config: DiagnoseConfig
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The checks of :func:`train_variant`: ``(x_train, y_train, x_val, y_val)``, labels int32."""
     x_train, y_train = _check_pixels("train", train, config.num_classes)
     x_val, y_val = _check_pixels("validation", validation, config.num_classes)
     if x_val.shape[1] != x_train.shape[1]:
@@ -212,56 +275,85 @@ def train_variant(
         )
     if variant.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
-    dtype = jnp.dtype(variant.dtype)
+    return x_train, y_train, x_val, y_val
 
-    params, orders = initial_params_and_orders(
-        config.seed,
-        num_features=x_train.shape[1],
-        num_examples=len(x_train),
-        config=config,
-        dtype=variant.dtype,
-    )
-    orders = np.asarray(orders)
-    num_steps, chunk = len(orders), config.log_every
-    num_chunks = -(-num_steps // chunk)
-    padded = np.zeros((num_chunks * chunk, config.batch_size), orders.dtype)
-    padded[:num_steps] = orders
-    padded = padded.reshape(num_chunks, chunk, config.batch_size)
-    active = (np.arange(num_chunks * chunk) < num_steps).reshape(num_chunks, chunk)
-    at_end = np.zeros(chunk, bool)
-    at_end[(num_steps - 1) % chunk] = True  # the last chunk's last real step
-    end_of_chunk = np.zeros(chunk, bool)
-    end_of_chunk[-1] = True
 
-    divisor = jnp.asarray(255.0 if variant.pixels == "scaled" else 1.0, dtype)
-    data = (jnp.asarray(x_train), jnp.asarray(y_train))
-    val = (jnp.asarray(x_val), jnp.asarray(y_val), divisor, jnp.asarray(config.lr, dtype))
-    switches = (jnp.asarray(variant.sign == "as_written"), jnp.asarray(SOFTMAXES.index(variant.softmax)))
+class _Chunks(NamedTuple):
+    """A run's steps cut into chunks of ``log_every`` steps, one compiled scan each.
 
-    def run(params: Params, c: int, evaluate: np.ndarray):
-        return _train_chunk(params, *data, padded[c], active[c], evaluate, *val, *switches)
+    Attributes:
+      orders: the examples of each step, ``[num_chunks, log_every, batch_size]``; the last
+        chunk is padded with example 0.
+      active: false on the padding, bool ``[num_chunks, log_every]``.
+      num_steps: the steps without the padding.
+    """
 
-    initial_correct = int(_val_correct(params, val[0], val[1], divisor))
-    starts, chunks = [], []
-    for c in range(num_chunks):
+    orders: np.ndarray
+    active: np.ndarray
+    num_steps: int
+
+    @classmethod
+    def cut(cls, orders: np.ndarray, log_every: int) -> _Chunks:
+        """Cuts ``orders`` ``[num_steps, batch_size]`` into chunks of ``log_every`` steps."""
+        num_steps, batch_size = orders.shape
+        num_chunks = -(-num_steps // log_every)
+        padded = np.zeros((num_chunks * log_every, batch_size), orders.dtype)
+        padded[:num_steps] = orders
+        active = np.arange(num_chunks * log_every) < num_steps
+        return cls(
+            padded.reshape(num_chunks, log_every, batch_size),
+            active.reshape(num_chunks, log_every),
+            num_steps,
+        )
+
+    def evaluate(self, c: int) -> np.ndarray:
+        """The steps of chunk ``c`` that measure the validation accuracy, bool ``[log_every]``.
+
+        Every step of the first chunk (for the start of a log-scale plot), else the last
+        step of the chunk, or of the run in the last chunk.
+        """
+        if c == 0:
+            return self.active[0]
+        log_every = self.active.shape[1]
+        evaluate = np.zeros(log_every, bool)
+        evaluate[(self.num_steps - 1) % log_every if c == len(self.active) - 1 else -1] = True
+        return evaluate
+
+
+def _run_until_all_nan(
+    run: Callable[[Params, int, np.ndarray], tuple[Params, dict[str, jax.Array]]],
+    params: Params,
+    chunks: _Chunks,
+) -> tuple[list[Params], list[dict[str, jax.Array]]]:
+    """Runs the chunks in turn: the parameters each started from, and each one's records.
+
+    Once every weight is NaN, every later step computes NaN from NaN: the run stops there.
+    """
+    starts, records = [], []
+    for c in range(len(chunks.active)):
         starts.append(params)
-        # Every step of the first chunk is measured too, for the start of a log-scale plot.
-        evaluate = active[0] if c == 0 else at_end if c == num_chunks - 1 else end_of_chunk
-        params, records = run(params, c, evaluate)
-        chunks.append(records)
-        # Once every weight is NaN, every later step computes NaN from NaN: stop there.
+        params, chunk_records = run(params, c, chunks.evaluate(c))
+        records.append(chunk_records)
         if all(np.isnan(np.asarray(p)).all() for p in params):
             break
-    active = active[: len(chunks)]
-    log = _log(chunks, active, initial_correct, len(y_val), num_steps)
-    collapse = classify_collapse(log).collapse_step
-    if collapse is not None:
-        first = max(collapse - chunk, 1)
-        last = min(collapse + chunk, log.num_steps)
-        for c in range((first - 1) // chunk, (last - 1) // chunk + 1):
-            _, chunks[c] = run(starts[c], c, active[c])
-        log = _log(chunks, active, initial_correct, len(y_val), num_steps)
-    return log
+    return starts, records
+
+
+def _replay_near(
+    collapse: int,
+    run: Callable[[Params, int, np.ndarray], tuple[Params, dict[str, jax.Array]]],
+    starts: list[Params],
+    records: list[dict[str, jax.Array]],
+    active: np.ndarray,
+    num_steps: int,
+) -> None:
+    """Replaces the records of the chunks within ``log_every`` steps of the collapse by a replay
+    that measures the validation accuracy at every step."""
+    log_every = active.shape[1]
+    first = max(collapse - log_every, 1)
+    last = min(collapse + log_every, num_steps)
+    for c in range((first - 1) // log_every, (last - 1) // log_every + 1):
+        _, records[c] = run(starts[c], c, active[c])
 
 
 def _log(

@@ -1,5 +1,5 @@
 """Pictures of a run: learning curves, the learned weight templates, the confusion matrix, and
-the zero probabilities of a max-shifted softmax.
+the collapses of the diagnosis and the zero probabilities of a max-shifted softmax.
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot (no GUI
 backend, no global figure state); :func:`save_figure` writes one to a PNG file
@@ -17,14 +17,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 from jax.typing import ArrayLike
 
+from jax_softmax._diagnose_runs import DiagnoseConfig
 from jax_softmax.checkpoint import write_atomically
 from jax_softmax.model import Params
 from jax_softmax.train import EpochMetrics
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from jax_softmax.diagnose import Diagnosis
+    from jax_softmax._diagnose_verdict import Diagnosis
 
 DPI = 100
 INSTALL_HINT = "pip install 'jax-softmax[plot]'"
@@ -225,6 +227,77 @@ def plot_zero_probabilities(diagnoses: Sequence[Diagnosis]) -> Figure:
     for ax in (acc_ax, zero_ax, ll_ax):
         ax.grid(alpha=0.3)
     return fig
+
+
+def plot_diagnosis(diagnoses: Sequence[Diagnosis], path: str | os.PathLike) -> None:
+    """Draws log-likelihood and validation accuracy against step for each run, collapses marked.
+
+    The top panel is the batch log-likelihood each run computed (on a symmetric log
+    scale, since it spans from -2.3 to minus millions), with a tick along the bottom
+    at each step where it was not finite; the bottom panel is the validation accuracy.
+    A cross marks each collapse. The file is written atomically (PNG).
+
+    Args:
+      diagnoses: runs of :func:`jax_softmax.diagnose_variant`.
+      path: the PNG file to write.
+
+    Raises:
+      ImportError: matplotlib is not installed (the message gives the install command).
+    """
+    fig = _figure(10, 7.5)
+    ll_ax, acc_ax = fig.subplots(2, 1, sharex=True)
+    for i, d in enumerate(diagnoses):
+        _draw_diagnosis_run(ll_ax, acc_ax, d, color=f"C{i % 10}")
+    _label_diagnosis_axes(ll_ax, acc_ax, diagnoses[0].config if diagnoses else DiagnoseConfig())
+    save_figure(fig, path)
+
+
+def _draw_diagnosis_run(ll_ax: Axes, acc_ax: Axes, d: Diagnosis, color: str) -> None:
+    """One run's log-likelihood and validation accuracy, its collapse marked with a cross."""
+    log, step = d.log, d.verdict.collapse_step
+    steps = np.arange(1, log.num_steps + 1)
+    finite = np.isfinite(log.log_likelihood)
+    ll = np.where(finite, log.log_likelihood, np.nan)
+    label = f"{d.variant.name}: {d.verdict.cause or 'no collapse'}"
+    ll_ax.plot(steps, ll, color=color, lw=1.0, marker="." if finite.sum() < 20 else None, label=label)
+    ll_ax.plot(
+        steps[~finite],
+        np.zeros((~finite).sum()),
+        "|",
+        color=color,
+        ms=8,
+        mew=1.5,
+        transform=ll_ax.get_xaxis_transform(),
+    )
+    measured = log.val_steps > 0  # the log scale has no step 0
+    acc_ax.plot(log.val_steps[measured], 100 * log.val_accuracy[measured], color=color, lw=1.0, label=label)
+    if step is None:
+        return
+    at = np.flatnonzero(log.val_steps == step)
+    if len(at):
+        acc_ax.plot([step], [100 * log.val_accuracy[at[0]]], "x", color=color, ms=11, mew=2)
+    before = ll[:step][np.isfinite(ll[:step])]  # the log-likelihood at the collapse, or just before it
+    if len(before):
+        ll_ax.plot([step], [before[-1]], "x", color=color, ms=11, mew=2)
+    for ax in (ll_ax, acc_ax):
+        ax.axvline(step, color=color, ls=":", lw=0.8)
+
+
+def _label_diagnosis_axes(ll_ax: Axes, acc_ax: Axes, config: DiagnoseConfig) -> None:
+    """Scales, labels, title and legend of :func:`plot_diagnosis`'s two panels."""
+    ll_ax.set_yscale("symlog", linthresh=1.0)
+    ll_ax.set_ylabel("batch log-likelihood (mean per image)")
+    ll_ax.set_title(
+        f"Softmax regression on MNIST, batch {config.batch_size}, learning rate {config.lr:g}: "
+        "x marks a collapse, | a non-finite log-likelihood"
+    )
+    ll_ax.legend(loc="lower left", fontsize="small")
+    acc_ax.set_xscale("log")
+    acc_ax.set_xlabel("step (log scale)")
+    acc_ax.set_ylabel("validation accuracy (%)")
+    acc_ax.set_ylim(0, 100)
+    for ax in (ll_ax, acc_ax):
+        ax.grid(alpha=0.3)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:

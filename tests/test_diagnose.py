@@ -167,10 +167,12 @@ def test_replaying_near_a_collapse_changes_nothing_but_adds_measurements():
 
 
 def test_the_initialisation_is_init_params_draw():
-    from jax_softmax.diagnose import _start
+    from jax_softmax._diagnose_train import initial_params_and_orders
 
     config = dataclasses.replace(CONFIG, init_scale=0.5, seed=3)
-    params, orders = _start(3, num_features=64, num_examples=2000, config=config, dtype="float32")
+    params, orders = initial_params_and_orders(
+        3, num_features=64, num_examples=2000, config=config, dtype="float32"
+    )
     expected = js.init_params(jax.random.split(jax.random.key(3))[0], 64, NUM_CLASSES, scale=0.5)
     np.testing.assert_array_equal(params.w, expected.w)
     np.testing.assert_array_equal(params.b, expected.b)

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compiles
+from conftest import count_compiles, x64
 
 import jax_softmax as js
 
@@ -113,3 +113,36 @@ def test_fit_rejects_non_finite_pixels_and_out_of_range_labels():
     x, y = blobs()
     with pytest.raises(ValueError, match="validation y must hold class labels in"):
         js.fit((x, y), (x, y + 1), num_classes=3)
+
+
+def test_pixel_features_are_the_host_features_bit_for_bit():
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    host = js.data.to_features(pixels)
+    assert host.tobytes() == (pixels.astype(np.float32) / np.float32(255)).tobytes()
+    device = jax.jit(js.train.pixel_features)(pixels)
+    assert device.dtype == jnp.float32 and np.asarray(device).tobytes() == host.tobytes()
+    with x64():
+        wide = jax.jit(js.train.pixel_features, static_argnums=1)(pixels, jnp.float64)
+        assert wide.dtype == jnp.float64
+        assert np.asarray(wide).tobytes() == host.astype(np.float64).tobytes()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fit_on_uint8_pixels_equals_fit_on_their_features(optimizer):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (300, 40), dtype=np.uint8)
+    y = (pixels[:, :3].argmax(axis=1)).astype(np.int32)
+    features = js.data.to_features(pixels)
+    settings = {"epochs": 2, "batch_size": 25, "num_classes": 3, "optimizer": optimizer, "lr": 0.05}
+    a, history_a = js.fit((features[:250], y[:250]), (features[250:], y[250:]), **settings)
+    b, history_b = js.fit((pixels[:250], y[:250]), (pixels[250:], y[250:]), **settings, uint8_pixels=True)
+    assert np.asarray(a.w).tobytes() == np.asarray(b.w).tobytes()
+    assert np.asarray(a.b).tobytes() == np.asarray(b.b).tobytes()
+    assert [(m.train_loss, m.val_loss) for m in history_a.epochs] == [
+        (m.train_loss, m.val_loss) for m in history_b.epochs
+    ]
+    assert [float(v) for v in js.evaluate(a, features, y)] == [
+        float(v) for v in js.train.evaluate_pixels(a, pixels, y)
+    ]
+    with pytest.raises(TypeError, match="uint8_pixels=True needs uint8 train x, got dtype float32"):
+        js.fit((features, y), uint8_pixels=True, num_classes=3)

@@ -142,6 +142,26 @@ def evaluate_pixels(params: Params, pixels: ArrayLike, y: ArrayLike) -> tuple[ja
     return evaluate(params, pixel_features(pixels, params.w.dtype), y)
 
 
+@jax.jit
+def _split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``jax.random.split(key)`` as two keys, in one compiled program (unpacking an array takes another)."""
+    first, second = jax.random.split(key)
+    return first, second
+
+
+@partial(jax.jit, static_argnames=("seed", "skip", "shape", "scale", "dtype"))
+def _start(*, seed: int, skip: int, shape: tuple[int, int] | None, scale: float, dtype) -> tuple:
+    """:func:`fit`'s set-up as one compiled program, where each eager step would be one.
+
+    Returns ``(shuffle_key, params)``: the shuffling key once the keys of ``skip``
+    epochs are split off it, and fresh parameters of ``shape`` (``None`` without one).
+    """
+    init_key, shuffle_key = jax.random.split(jax.random.key(seed))
+    shuffle_key = jax.lax.fori_loop(0, skip, lambda _, key: jax.random.split(key)[0], shuffle_key)
+    params = None if shape is None else init_params(init_key, *shape, scale=scale, dtype=dtype)
+    return shuffle_key, params
+
+
 def _stable_argsort_uint32(keys: jax.Array) -> jax.Array:
     """Indices that sort ``keys`` (uint32 ``[n]``), ties in their original order.
 
@@ -403,7 +423,7 @@ def fit(
       checkpoint_callback: called as ``checkpoint_callback(metrics, params,
         opt_state)`` after every epoch (after ``callback``): everything a later
         ``fit(..., params=params, opt_state=opt_state, start_epoch=metrics.epoch)``
-        needs. Both arrays are donated to the next epoch: copy what you keep.
+        needs.
       devices: how many devices share each mini-batch (data parallelism, see
         :mod:`jax_softmax.distributed`): ``None`` for all of them (every process's
         after :func:`jax_softmax.initialize_distributed`), 1 for one device. The
@@ -450,12 +470,10 @@ def fit(
     if parallel is not None:
         parallel.check_batch_size(batch_size)
 
-    key = jax.random.key(seed)
-    init_key, shuffle_key = jax.random.split(key)
-    for _ in range(start_epoch):  # the keys of the epochs already trained
-        shuffle_key, _ = jax.random.split(shuffle_key)
-    if params is None:
-        params = init_params(init_key, x_train.shape[1], num_classes, scale=init_scale, dtype=dtype)
+    shape = None if params is not None else (x_train.shape[1], num_classes)
+    scale = float(init_scale)
+    shuffle_key, fresh = _start(seed=seed, skip=start_epoch, shape=shape, scale=scale, dtype=dtype)
+    params = fresh if params is None else params
     transform = make_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
     fresh_state = () if transform is None else transform.init(params)
     if opt_state is None:
@@ -478,7 +496,7 @@ def fit(
     if validation is not None:
         x_val = jax.device_put(x_val) if uint8_pixels else jnp.asarray(x_val, dtype)
         y_val = jnp.asarray(y_val, jnp.int32)
-    lr_array = jnp.asarray(lr, dtype)
+    lr_array = jax.device_put(np.asarray(lr, dtype))  # a transfer, where jnp.asarray compiles a cast
     # With several devices every array is replicated and each batch is split.
     replicate = (lambda tree: tree) if parallel is None else parallel.replicate
     params, opt_state, x_train, y_train, lr_array = replicate((params, opt_state, x_train, y_train, lr_array))
@@ -490,7 +508,8 @@ def fit(
         settings["uint8_pixels"] = True
     if parallel is not None:
         settings["batch_sharding"] = parallel.batch_indices
-    epoch_fn = jax.jit(partial(checked_epoch, **settings), donate_argnums=(0, 1))
+    # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
+    epoch_fn = jax.jit(partial(checked_epoch, **settings))
     start = time.perf_counter()
     compiled = _compile(epoch_fn.lower(params, opt_state, replicate(shuffle_key), x_train, y_train, lr_array))
     if validation is not None:
@@ -502,9 +521,9 @@ def fit(
     start_loss = previous_loss = None  # epoch means, for describing a stop
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        shuffle_key, epoch_key = jax.random.split(shuffle_key)
+        shuffle_key, epoch_key = _split_key(shuffle_key)
         epoch_key = replicate(epoch_key)
-        before = jax.tree.map(jnp.copy, (params, opt_state))  # the originals are donated
+        before = (params, opt_state)
         params, opt_state, train_loss, finite = compiled(
             params, opt_state, epoch_key, x_train, y_train, lr_array
         )

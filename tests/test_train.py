@@ -144,5 +144,12 @@ def test_fit_on_uint8_pixels_equals_fit_on_their_features(optimizer):
     assert [float(v) for v in js.evaluate(a, features, y)] == [
         float(v) for v in js.train.evaluate_pixels(a, pixels, y)
     ]
+    # Evaluation in chunks of rows, with a remainder, gives the bits of the whole.
+    rows = js.train.EVALUATION_CHUNK + 37
+    big = rng.integers(0, 256, (rows, 40), dtype=np.uint8)
+    labels = rng.integers(0, 3, rows).astype(np.int32)
+    assert [np.asarray(v).tobytes() for v in js.evaluate(a, js.data.to_features(big), labels)] == [
+        np.asarray(v).tobytes() for v in js.train.evaluate_pixels(a, big, labels)
+    ]
     with pytest.raises(TypeError, match="uint8_pixels=True needs uint8 train x, got dtype float32"):
         js.fit((features, y), uint8_pixels=True, num_classes=3)

@@ -224,11 +224,15 @@ finally:
 """
 
 
-def run_measured(args: list[str]) -> tuple[float, float | None, str, int]:
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float | None, str, int]:
     """Runs ``python -m args...``; returns its wall seconds, peak RSS in MB, stdout and exit status."""
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", PEAK_WRAPPER, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", PEAK_WRAPPER, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     seconds = time.perf_counter() - start
     peak = None
@@ -272,6 +276,7 @@ def probe(system: str, grad: str, data: str, lr: float) -> None:
 
 
 NUMPY_SCRIPT = str(Path(__file__).resolve().parent / "numpy_softmax.py")
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
 E2E_RUNS = ("jax-softmax, empty cache", "jax-softmax, cache filled", "numpy script")
 
 
@@ -281,14 +286,17 @@ def _test_accuracy(stdout: str) -> float | None:
     return float(lines[-1].split()[2].rstrip("%")) / 100 if lines else None
 
 
-def whole_process(data_dir: str, epochs: int, rounds: int, log) -> dict:
+def whole_process(data_dir: str, epochs: int, rounds: int, log, numpy_threads: int | None = None) -> dict:
     """`jax-softmax train --epochs N` and scripts/numpy_softmax.py as whole processes, interleaved.
 
     Every round runs the command with an empty cache (nothing compiled, MNIST not yet
     decoded: a first run), the command with the cache a previous run filled, and the
     NumPy script, in an order that rotates from round to round. Each is timed from
     process start to exit, with its peak resident memory and printed test accuracy.
+    ``numpy_threads`` caps the BLAS threads of the NumPy script (on a busy machine,
+    OpenBLAS threads that wait by spinning can take ten times as long).
     """
+    blas = {} if numpy_threads is None else dict.fromkeys(BLAS_THREADS, str(numpy_threads))
     samples: dict[str, list[dict]] = {run: [] for run in E2E_RUNS}
     with tempfile.TemporaryDirectory() as tmp:
         filled = Path(tmp) / "filled"
@@ -298,7 +306,7 @@ def whole_process(data_dir: str, epochs: int, rounds: int, log) -> dict:
             raise RuntimeError(f"jax-softmax train failed (exit status {warm_up[3]})")
         commands = {
             E2E_RUNS[1]: lambda: run_measured([*train, "--cache-dir", str(filled)]),
-            E2E_RUNS[2]: lambda: run_measured([NUMPY_SCRIPT, data_dir, str(epochs)]),
+            E2E_RUNS[2]: lambda: run_measured([NUMPY_SCRIPT, data_dir, str(epochs)], env=blas),
         }
         for round_ in range(rounds):
             empty = Path(tmp) / f"empty-{round_}"
@@ -335,7 +343,7 @@ def whole_process(data_dir: str, epochs: int, rounds: int, log) -> dict:
         for key in ("seconds", "peak_rss_mb"):
             base, value = numpy_row[key], row[key]
             row[f"{key}_ratio"] = value / base if base and value is not None else None
-    return {"epochs": epochs, "rounds": rounds, "rows": rows}
+    return {"epochs": epochs, "rounds": rounds, "numpy_threads": numpy_threads, "rows": rows}
 
 
 def fmt(value, spec: str, empty: str = "-") -> str:
@@ -416,7 +424,9 @@ def whole_process_markdown(report: dict) -> list[str]:
     lines = [
         f"Whole processes, `jax-softmax train --epochs {w['epochs']}` against scripts/numpy_softmax.py "
         f"(the same data, batch 200, lr 0.5, {w['epochs']} epochs), {w['rounds']} interleaved rounds, "
-        "medians; process start to exit:",
+        "medians; process start to exit"
+        + ("" if w.get("numpy_threads") is None else f" (NumPy's BLAS on {w['numpy_threads']} thread(s))")
+        + ":",
         "",
         "| run | seconds | x numpy | peak RSS MB | x numpy | test acc |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
@@ -457,6 +467,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     p.add_argument("--e2e-epochs", type=int, default=10, help="epochs of the whole-process runs (default 10)")
     p.add_argument("--e2e-rounds", type=int, default=3, help="interleaved whole-process rounds (default 3)")
+    p.add_argument(
+        "--numpy-threads",
+        type=int,
+        help="BLAS threads of the NumPy script (default: its library's own choice)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     p.add_argument("--probe", nargs=3, metavar=("SYSTEM", "GRAD", "NPZ"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -476,7 +491,9 @@ def main(argv=None) -> int:
 
     report = {"machine": machine()}
     if args.end_to_end_only:
-        report["whole_process"] = whole_process(args.data_dir, args.e2e_epochs, args.e2e_rounds, log)
+        report["whole_process"] = whole_process(
+            args.data_dir, args.e2e_epochs, args.e2e_rounds, log, args.numpy_threads
+        )
         report["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
         text = "\n".join([machine_markdown(report["machine"]), "", *whole_process_markdown(report)])
         print(json.dumps(report, indent=1) if args.json else text)
@@ -506,7 +523,9 @@ def main(argv=None) -> int:
             if row["batch_size"] == MAIN_BATCH_SIZE or "iterations" in row:
                 row["peak_rss_mb"] = peaks.get((row["system"], row["grad"]))
     if not args.no_end_to_end:
-        report["whole_process"] = whole_process(args.data_dir, args.e2e_epochs, args.e2e_rounds, log)
+        report["whole_process"] = whole_process(
+            args.data_dir, args.e2e_epochs, args.e2e_rounds, log, args.numpy_threads
+        )
     report["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
     report["rows"] = rows
     print(json.dumps(report, indent=1) if args.json else markdown(report))

@@ -116,9 +116,12 @@ def pixel_features(pixels: jax.Array, dtype: DTypeLike = jnp.float32) -> jax.Arr
     The values are those of :func:`jax_softmax.data.to_features` (``pixels / 255``
     rounded to float32), then cast to ``dtype``. XLA turns a division by a constant
     into a multiplication by its reciprocal, which is one unit in the last place off
-    for 126 of the 256 pixel values; so the quotient is computed in integers: shifted
-    so that it has 24 significant bits, divided by 255, rounded to nearest (255 is
-    odd, so there are no ties) and scaled back by a power of two, all exact.
+    for 126 of the 256 pixel values; so the quotient is formed in integers. Shifted
+    to ``v = u * 2**s`` in ``[128, 256)``, ``v * 2**24 / 255`` is ``v * 65793 + v / 255``,
+    whose fraction ``v / 255`` is above one half (or exactly 1 for ``v = 255``): the
+    24-bit quotient rounded to nearest is ``v * 65793 + 1``, exact in float32, and
+    scaling it by ``2**-(24 + s)`` is exact too. No division, and no rounding but the
+    one wanted.
 
     Args:
       pixels: uint8 (or integers in ``[0, 255]``), any shape.
@@ -129,9 +132,7 @@ def pixel_features(pixels: jax.Array, dtype: DTypeLike = jnp.float32) -> jax.Arr
     """
     u = jnp.asarray(pixels).astype(jnp.uint32)
     shift = jax.lax.clz(u) - 24  # u << shift is in [128, 256); 0 stays 0
-    n = (u << shift) << 24  # below 2**32
-    q = n // 255
-    q = q + (n - q * 255 > 127).astype(jnp.uint32)  # at most 2**24: exact in float32
+    q = (u << shift) * 65793 + (u != 0).astype(jnp.uint32)  # at most 2**24
     scale = jax.lax.bitcast_convert_type((103 - shift) << 23, jnp.float32)  # 2**-(24 + shift)
     return (q.astype(jnp.float32) * scale).astype(dtype)
 

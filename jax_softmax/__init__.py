@@ -9,6 +9,8 @@ other than plain SGD.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING
 
 # public name -> module of the package that defines it (or (module, its name there))
@@ -100,6 +102,29 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
+
+
+class _Package(types.ModuleType):
+    """The package's module type: ``sweep`` stays the function of that name.
+
+    ``sweep`` names both a function and the module that defines it, and importing the
+    module sets the package's attribute to the module; this property, which takes
+    precedence over the attribute, keeps ``jax_softmax.sweep`` the function, as an
+    eager ``from jax_softmax.sweep import sweep`` here would.
+    """
+
+    @property
+    def sweep(self):
+        from jax_softmax.sweep import sweep
+
+        return sweep
+
+    @sweep.setter
+    def sweep(self, module) -> None:  # the import system recording the submodule
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, imported eagerly

@@ -1,6 +1,7 @@
 """Each command imports only what it uses: no optax, matplotlib, Pillow, tqdm or tensorflow-datasets
 where they are not needed."""
 
+import importlib
 import json
 import subprocess
 import sys
@@ -41,6 +42,9 @@ def test_the_package_exports_every_public_name_on_first_use():
     assert sorted(js.__all__) == sorted(js._EXPORTS)
     for name in js.__all__:
         assert getattr(js, name) is not None
+    # A submodule of the same name, once imported, does not shadow the function.
+    importlib.import_module("jax_softmax.sweep")
+    assert callable(js.sweep) and js.sweep.__module__ == "jax_softmax.sweep"
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         js.no_such_name  # noqa: B018
 

@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test lint format benchmark clean
+.PHONY: train test lint format benchmark accelerator-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ test: $(VENV)/.installed
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python scripts/benchmark.py $(ARGS)
+
+# With the machine's own JAX, from the source tree: no install, no network.
+DATA_DIR ?= $(JAX_SOFTMAX_DATA_DIR)
+OUT ?= accelerator-check
+accelerator-check:
+	PYTHONPATH=. $(PYTHON) scripts/accelerator_check.py --data-dir $(DATA_DIR) --out $(OUT)
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check jax_softmax tests scripts

@@ -8,6 +8,11 @@ other than plain SGD.
 
 from __future__ import annotations
 
+from jax_softmax import _startup
+
+if _startup.is_command_line():  # before anything else: importing JAX takes seconds
+    _startup.exit_on_stop_signals("starting")
+
 import importlib
 import sys
 import types
@@ -21,6 +26,8 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "read_checkpoint": "checkpoint",
     "save_params": "checkpoint",
     "enable_compilation_cache": "compilation_cache",
+    "GradientCheck": "gradient_check",
+    "check_gradient": "gradient_check",
     "DataNotFoundError": "data",
     "IdxError": "data",
     "Mnist": "data",
@@ -67,6 +74,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "plot_confusion": "plots",
     "plot_curves": "plots",
     "plot_weights": "plots",
+    "plot_zero_probabilities": "plots",
     "save_figure": "plots",
     "append_metrics": "run_dir",
     "epoch_writer": "run_dir",
@@ -159,11 +167,18 @@ if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, importe
     from jax_softmax.distributed import DataParallel, data_parallel
     from jax_softmax.distributed import initialize as initialize_distributed
     from jax_softmax.evaluation import Report, class_probabilities, classification_report, confusion_matrix
+    from jax_softmax.gradient_check import GradientCheck, check_gradient
     from jax_softmax.gradients import autodiff_grad, make_optimizer, make_update, manual_grad
     from jax_softmax.images import load_inputs, preprocess_image
     from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
     from jax_softmax.nonfinite import NonFiniteError, NonFiniteStop
-    from jax_softmax.plots import plot_confusion, plot_curves, plot_weights, save_figure
+    from jax_softmax.plots import (
+        plot_confusion,
+        plot_curves,
+        plot_weights,
+        plot_zero_probabilities,
+        save_figure,
+    )
     from jax_softmax.run_dir import (
         append_metrics,
         epoch_writer,
@@ -185,6 +200,7 @@ __all__ = [
     "DiagnoseConfig",
     "Diagnosis",
     "EpochMetrics",
+    "GradientCheck",
     "History",
     "IdxError",
     "Mnist",
@@ -202,6 +218,7 @@ __all__ = [
     "all_variants",
     "append_metrics",
     "autodiff_grad",
+    "check_gradient",
     "class_probabilities",
     "classification_report",
     "classify_collapse",
@@ -232,6 +249,7 @@ __all__ = [
     "plot_diagnosis",
     "plot_sweep",
     "plot_weights",
+    "plot_zero_probabilities",
     "predict",
     "preprocess_image",
     "rank_runs",

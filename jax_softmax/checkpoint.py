@@ -5,6 +5,12 @@ A checkpoint is an uncompressed NumPy ``.npz`` archive of three arrays: ``w``
 unicode array holding a JSON object. Nothing in it is pickled, so loading one
 runs no code, and :func:`load_params` reads it with ``allow_pickle=False``.
 
+A checkpoint of a run trained with an optax optimizer also holds the optimizer's
+state after the same epoch: its leaves, in ``jax.tree.leaves`` order, as the arrays
+``opt_state_0``, ``opt_state_1``, ..., their number in ``metadata["opt_state_leaves"]``.
+Parameters and state are then one file, replaced in one rename, so they can never
+describe different epochs (see :mod:`jax_softmax.resume`).
+
 Saving writes a temporary file next to the target, flushes it to disk and renames
 it over the target with ``os.replace``: a save that is interrupted at any point
 leaves the previous checkpoint (or none) in place, never a half-written one.
@@ -29,8 +35,9 @@ from jax_softmax.model import Params
 
 FORMAT = "jax-softmax-params/1"
 ARRAY_KEYS = ("w", "b", "metadata")
+OPT_STATE_PREFIX = "opt_state_"
 # Metadata that save_params derives from the parameters themselves.
-DERIVED_KEYS = ("format", "num_features", "num_classes", "dtype", "jax_softmax_version")
+DERIVED_KEYS = ("format", "num_features", "num_classes", "dtype", "jax_softmax_version", "opt_state_leaves")
 
 
 class CheckpointError(ValueError):
@@ -109,7 +116,13 @@ def _checked_arrays(w: np.ndarray, b: np.ndarray, source: str) -> None:
         raise CheckpointError(f"{source}: w is {w.dtype} but b is {b.dtype}")
 
 
-def save_params(path: str | os.PathLike, params: Params, metadata: Mapping[str, Any] | None = None) -> Path:
+def save_params(
+    path: str | os.PathLike,
+    params: Params,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    opt_state: Any = (),
+) -> Path:
     """Saves parameters and JSON metadata to an ``.npz`` checkpoint, atomically.
 
     Args:
@@ -117,9 +130,11 @@ def save_params(path: str | os.PathLike, params: Params, metadata: Mapping[str, 
       params: ``w`` ``[num_features, num_classes]`` and ``b`` ``[num_classes]``, floating
         and finite.
       metadata: a JSON-serialisable mapping with string keys (training flags, data set,
-        pixel scaling, ...). ``format``, ``num_features``, ``num_classes``, ``dtype``
-        and ``jax_softmax_version`` are added from the parameters; passing one of
-        them with a different value is an error.
+        pixel scaling, ...). ``format``, ``num_features``, ``num_classes``, ``dtype``,
+        ``jax_softmax_version`` and ``opt_state_leaves`` are added from the parameters;
+        passing one of them with a different value is an error.
+      opt_state: an optimizer state (a pytree of arrays) stored with the parameters,
+        in the same file; ``()`` for none. Read it back with :func:`read_opt_state_leaves`.
 
     Returns:
       ``path`` as a ``Path``.
@@ -135,23 +150,96 @@ def save_params(path: str | os.PathLike, params: Params, metadata: Mapping[str, 
         raise TypeError(f"params must be a Params(w, b), got {type(params).__name__}")
     w, b = np.array(params.w), np.array(params.b)  # copies: params may be donated later
     _checked_arrays(w, b, "params")
+    leaves = [np.array(leaf) for leaf in jax.tree.leaves(opt_state)]  # copies: the state is donated next
     derived = {
         "format": FORMAT,
         "num_features": int(w.shape[0]),
         "num_classes": int(w.shape[1]),
         "dtype": w.dtype.name,
         "jax_softmax_version": jax_softmax.__version__,
+        "opt_state_leaves": len(leaves),
     }
     metadata = dict(metadata or {})
     for key, value in derived.items():
-        if key in metadata and key != "jax_softmax_version" and metadata[key] != value:
+        # The version and the state's size describe this save, whatever an earlier one said.
+        if key in ("jax_softmax_version", "opt_state_leaves"):
+            continue
+        if key in metadata and metadata[key] != value:
             raise ValueError(f"metadata[{key!r}] is {metadata[key]!r} but the parameters give {value!r}")
     metadata.update(derived)
     try:
         text = json.dumps(metadata, allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as e:
         raise ValueError(f"metadata must be a JSON object of plain values: {e}") from None
-    return write_atomically(path, lambda f: np.savez(f, w=w, b=b, metadata=np.array(text)))
+    arrays = {f"{OPT_STATE_PREFIX}{i}": leaf for i, leaf in enumerate(leaves)}
+    return write_atomically(path, lambda f: np.savez(f, w=w, b=b, metadata=np.array(text), **arrays))
+
+
+def _read_archive(path: Path, with_opt_state: bool) -> tuple[np.ndarray, np.ndarray, dict, list]:
+    """Reads a checkpoint's arrays, turning every way a damaged file fails into a CheckpointError."""
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot be read ({e.strerror or e})") from None
+    if magic != b"PK\x03\x04":
+        raise CheckpointError(f"{path}: not an .npz checkpoint (it is not a zip archive)")
+    try:
+        # NumPy reads an array's header and then only the bytes that header asks for,
+        # so a damaged shape could pass unseen: check every member's CRC first.
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            raise CheckpointError(f"{path}: corrupt checkpoint (the CRC of {bad} does not match)")
+        with np.load(path, allow_pickle=False) as archive:
+            names = set(archive.files)
+            if not set(ARRAY_KEYS) <= names:
+                raise CheckpointError(
+                    f"{path}: expected the arrays {sorted(ARRAY_KEYS)}, found {sorted(names)}"
+                )
+            text = archive["metadata"]
+            metadata = _parse_metadata(text, path)
+            count = metadata.get("opt_state_leaves", 0)
+            if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= len(names):
+                raise CheckpointError(f"{path}: metadata opt_state_leaves must be a count, got {count!r}")
+            expected = {*ARRAY_KEYS, *(f"{OPT_STATE_PREFIX}{i}" for i in range(count))}
+            if names != expected:
+                found = sorted(names)
+                raise CheckpointError(f"{path}: expected the arrays {sorted(expected)}, found {found}")
+            w, b = archive["w"], archive["b"]
+            leaves = [archive[f"{OPT_STATE_PREFIX}{i}"] for i in range(count)] if with_opt_state else []
+    except CheckpointError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise CheckpointError(
+                f"{path}: holds a pickled object array; refused (a checkpoint holds plain numeric arrays)"
+            ) from None
+        raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
+    except (zipfile.BadZipFile, EOFError, OSError) as e:
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({e})") from None
+    except Exception as e:  # noqa: BLE001
+        # A damaged archive can fail inside zipfile or NumPy's header parser in many
+        # ways (a mangled header makes it raise SyntaxError, NotImplementedError,
+        # MemoryError, ...): every one of them means the same thing to the caller.
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(e).__name__}: {e})") from None
+    return w, b, metadata, leaves
+
+
+def _parse_metadata(text: np.ndarray, path: Path) -> dict[str, Any]:
+    if text.shape != () or text.dtype.kind != "U":
+        raise CheckpointError(f"{path}: metadata must be a JSON string, got {text.dtype} {text.shape}")
+    try:
+        metadata = json.loads(str(text))
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from None
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: metadata must be a JSON object, got {type(metadata).__name__}")
+    return metadata
 
 
 def read_checkpoint(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
@@ -166,51 +254,46 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray, di
 
     Raises:
       CheckpointError: (a ``ValueError``) naming the file, if it is missing, not an
-        ``.npz`` archive, truncated, holds a pickled object, lacks or adds arrays, has
-        wrong shapes or dtypes, holds a NaN or infinity, or its metadata contradicts
-        the arrays.
+        ``.npz`` archive, truncated or damaged in any byte, holds a pickled object,
+        lacks or adds arrays, has wrong shapes or dtypes, holds a NaN or infinity,
+        or its metadata contradicts the arrays. No other exception escapes.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a checkpoint") from None
-    if magic != b"PK\x03\x04":
-        raise CheckpointError(f"{path}: not an .npz checkpoint (it is not a zip archive)")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = sorted(archive.files)
-            if names != sorted(ARRAY_KEYS):
-                raise CheckpointError(f"{path}: expected the arrays {sorted(ARRAY_KEYS)}, found {names}")
-            w, b, text = archive["w"], archive["b"], archive["metadata"]
-    except CheckpointError:
-        raise
-    except ValueError as e:
-        if "pickle" in str(e).lower():
-            raise CheckpointError(
-                f"{path}: holds a pickled object array; refused (a checkpoint holds plain numeric arrays)"
-            ) from None
-        raise CheckpointError(f"{path}: corrupt checkpoint ({e})") from None
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({e})") from None
+    w, b, metadata, _ = _read_archive(path, with_opt_state=False)
+    _check_read(w, b, metadata, path)
+    return w, b, metadata
+
+
+def _check_read(w: np.ndarray, b: np.ndarray, metadata: dict[str, Any], path: Path) -> None:
     _checked_arrays(w, b, str(path))
-    if text.shape != () or text.dtype.kind != "U":
-        raise CheckpointError(f"{path}: metadata must be a JSON string, got {text.dtype} {text.shape}")
-    try:
-        metadata = json.loads(str(text))
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: metadata is not valid JSON ({e})") from None
-    if not isinstance(metadata, dict):
-        raise CheckpointError(f"{path}: metadata must be a JSON object, got {type(metadata).__name__}")
     for key, value in (("num_features", w.shape[0]), ("num_classes", w.shape[1]), ("dtype", w.dtype.name)):
         if key in metadata and metadata[key] != value:
             raise CheckpointError(
                 f"{path}: metadata says {key} {metadata[key]!r} but the arrays give {value!r}"
             )
-    return w, b, metadata
+
+
+def read_opt_state_leaves(path: str | os.PathLike) -> list[np.ndarray]:
+    """The optimizer-state leaves stored in a checkpoint by ``save_params(..., opt_state=...)``.
+
+    Args:
+      path: the ``.npz`` file.
+
+    Returns:
+      The leaves in ``jax.tree.leaves`` order, as NumPy arrays (empty when none were stored).
+
+    Raises:
+      CheckpointError: as for :func:`read_checkpoint`, and for a non-numeric leaf.
+    """
+    path = Path(path)
+    w, b, metadata, leaves = _read_archive(path, with_opt_state=True)
+    _check_read(w, b, metadata, path)
+    for i, leaf in enumerate(leaves):
+        if leaf.dtype.kind not in "biuf":
+            raise CheckpointError(f"{path}: optimizer state array {i} has dtype {leaf.dtype}, not numeric")
+        if leaf.dtype.kind == "f" and not np.all(np.isfinite(leaf)):
+            raise CheckpointError(f"{path}: optimizer state array {i} holds non-finite values")
+    return leaves
 
 
 def load_params(path: str | os.PathLike) -> Checkpoint:

@@ -18,6 +18,23 @@ class CommandError(Exception):
     """A user-facing failure: printed as one line, exit status 2."""
 
 
+class WriteError(Exception):
+    """A file could not be written (disk full, permissions): one line, exit status 3."""
+
+
+# Exit statuses, the same for every command.
+EXIT_STATUS = {
+    0: "success",
+    1: "training stopped on a non-finite value, or every sweep model diverged",
+    2: "bad input: flags, data, checkpoint or image files (one line on stderr says which)",
+    3: "a file could not be written, e.g. the disk is full or --out is read-only "
+    "(the line names the file and what the run directory still holds)",
+    130: "interrupted by SIGINT (Ctrl-C); train --out saves the last completed epoch first",
+    143: "terminated by SIGTERM; saved like SIGINT",
+}
+EXIT_STATUS_HELP = "exit status: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUS.items())
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr and exit status 2."""
 
@@ -46,7 +63,28 @@ def non_negative_float(text: str) -> float:
     return value
 
 
-for _fn, _name in ((positive_int, "integer"), (positive_float, "number"), (non_negative_float, "number")):
+SEED_LIMIT = 2**32
+
+
+def seed_int(text: str) -> int:
+    """A seed: JAX's PRNG keys take 32 bits, so larger seeds would repeat smaller ones."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text}") from None
+    if not 0 <= value < SEED_LIMIT:
+        raise argparse.ArgumentTypeError(
+            f"must be an integer in [0, {SEED_LIMIT - 1}] (a PRNG key holds 32 bits), got {text}"
+        )
+    return value
+
+
+for _fn, _name in (
+    (positive_int, "integer"),
+    (positive_float, "number"),
+    (non_negative_float, "number"),
+    (seed_int, "seed"),
+):
     _fn.__name__ = _name  # argparse names the type in its "invalid ... value" message
 
 
@@ -118,6 +156,8 @@ def _add_train(subparsers) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train softmax regression on MNIST with mini-batch gradient descent "
         "and report the test accuracy.",
+        epilog=EXIT_STATUS_HELP + ". What each fault (kill, full disk, corrupt file, ...) gives: "
+        "docs/failures.md.",
     )
     p.add_argument("--epochs", type=positive_int, default=DEFAULT_EPOCHS, help="passes over the training set")
     p.add_argument("--batch-size", type=positive_int, default=DEFAULT_BATCH_SIZE, help="examples per step")
@@ -130,7 +170,9 @@ def _add_train(subparsers) -> None:
     p.add_argument(
         "--init-scale", type=non_negative_float, default=DEFAULT_INIT_SCALE, help="std of the initial weights"
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and shuffling")
+    p.add_argument(
+        "--seed", type=seed_int, default=0, help="seed for initialisation and shuffling, 0 to 2**32-1"
+    )
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     add_data_flags(p)
     p.add_argument(
@@ -251,10 +293,15 @@ def start_devices(args: argparse.Namespace) -> int:
 TRAIN_FLAGS = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
 
 
+def format_loss(value: float) -> str:
+    """``0.2657``, or ``2.04e+29`` for a loss too large for four decimals to be readable."""
+    return f"{value:.4f}" if abs(value) < 1e4 or value != value else f"{value:.3g}"
+
+
 def _epoch_line(metrics, epochs: int) -> str:
     return (
-        f"epoch {metrics.epoch:3d}/{epochs}  train loss {metrics.train_loss:.4f}  "
-        f"val loss {metrics.val_loss:.4f}  val acc {100 * metrics.val_accuracy:6.2f}%  "
+        f"epoch {metrics.epoch:3d}/{epochs}  train loss {format_loss(metrics.train_loss)}  "
+        f"val loss {format_loss(metrics.val_loss)}  val acc {100 * metrics.val_accuracy:6.2f}%  "
         f"{metrics.seconds:.3f} s"
     )
 
@@ -307,18 +354,56 @@ def _read_resumed_run(args: argparse.Namespace) -> dict:
     return metadata
 
 
-def _interrupted_line(epochs: int, done: int, out_dir) -> str:
+def _stopped_by(signum: int) -> str:
+    import signal
+
+    return "interrupted" if signum == signal.SIGINT else f"terminated ({signal.Signals(signum).name})"
+
+
+def _interrupted_line(epochs: int, done: int, out_dir, signum: int) -> str:
+    stopped = _stopped_by(signum)
+    if out_dir is None and done == 0:
+        return f"{PROG} train: {stopped} before the first epoch ended"
     if out_dir is None:
         return (
-            f"{PROG} train: interrupted after epoch {done} of {epochs}; nothing saved "
+            f"{PROG} train: {stopped} after epoch {done} of {epochs}; nothing saved "
             "(pass --out DIR to keep a run)"
         )
     if done == 0:
-        return f"{PROG} train: interrupted before the first epoch ended; nothing saved in {out_dir}"
+        return f"{PROG} train: {stopped} before the first epoch ended; nothing saved in {out_dir}"
     return (
-        f"{PROG} train: interrupted; saved epoch {done} of {epochs} in {out_dir} "
+        f"{PROG} train: {stopped}; saved epoch {done} of {epochs} in {out_dir} "
         f"(metrics.jsonl, params.npz); continue with '{PROG} train --resume {out_dir}'"
     )
+
+
+def _lock_out_dir(args: argparse.Namespace, progress) -> None:
+    """Creates and locks ``--out`` for this process until the command ends; clears stale temp files.
+
+    Creating the lock file is the first write there, so an unwritable directory is
+    reported now, before the data is loaded or anything is trained.
+    """
+    from jax_softmax.run_dir import RunInUseError, lock_run, make_run_dir, remove_temp_files
+
+    try:
+        lock = lock_run(make_run_dir(args.out))
+    except RunInUseError as e:
+        raise CommandError(str(e)) from None
+    except NotADirectoryError as e:
+        raise CommandError(f"--out {e}") from None
+    except OSError as e:
+        raise WriteError(
+            f"--out {args.out}: cannot write there ({e.strerror or e}); nothing trained"
+        ) from None
+    args.on_exit.append(lock.release)
+    removed = remove_temp_files(args.out)
+    if removed:
+        print(
+            f"removed {len(removed)} temporary file{'s' * (len(removed) != 1)} that an interrupted save "
+            f"left in {args.out}",
+            file=progress,
+            flush=True,
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -335,8 +420,20 @@ def run_train(args: argparse.Namespace) -> int:
     if args.out is not None and jax.process_index() > 0:
         args.out = None  # process 0 writes the run directory
     progress = sys.stderr if args.json else sys.stdout
+    if args.out is not None:
+        _lock_out_dir(args, progress)
+        if resumed is not None:
+            from jax_softmax.resume import read_run_metadata
+
+            if read_run_metadata(args.resume)["epoch"] != resumed["epoch"]:  # read before the lock
+                raise CommandError(
+                    f"--resume {args.resume}: the run there moved on while starting; run again"
+                )
     # The pixels stay uint8, memory-mapped from the cache, and are scaled on the device.
     data = load_mnist_uint8(args.data_dir, **data_cache(args))
+    from jax_softmax.resume import check_interrupted
+
+    check_interrupted(args.signals)  # one that arrived in a callback that dropped it
     if args.batch_size > len(data.train.x):
         raise CommandError(
             f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples); "
@@ -348,7 +445,9 @@ def run_train(args: argparse.Namespace) -> int:
         from jax_softmax.resume import check_same_data, describe_flags, load_run
 
         check_same_data(resumed, data, args.resume)
-        run = load_run(args.resume, resumed)
+        run = load_run(args.resume, resumed, repair=args.out is not None)  # only the writer repairs
+        for repair in run.repairs:
+            print(f"{PROG} train: {repair}", file=progress, flush=True)
         print(
             f"resuming the run in {args.resume} after epoch {run.epoch}: epochs {run.epoch + 1} to "
             f"{args.epochs} with {describe_flags(vars(args), TRAIN_FLAGS[1:])}",
@@ -373,15 +472,16 @@ def run_train(args: argparse.Namespace) -> int:
     done = [start_epoch]  # the last completed epoch, saved to out_dir when there is one
     bar = _progress_bar(args.epochs - start_epoch, progress)
 
-    def report(metrics, params, opt_state) -> None:
-        if write_epoch is not None:
-            from jax_softmax.resume import interrupts_deferred, save_opt_state
-            from jax_softmax.run_dir import OPT_STATE_FILE
+    from jax_softmax.resume import check_interrupted, interrupts_deferred
+    from jax_softmax.run_dir import RunWriteError
 
-            with interrupts_deferred():  # one epoch's files are written together, Ctrl-C or not
-                if jax.tree.leaves(opt_state):
-                    save_opt_state(out_dir / OPT_STATE_FILE, opt_state, metrics.epoch)
-                write_epoch(metrics, params)
+    def report(metrics, params, opt_state) -> None:
+        check_interrupted(args.signals)  # one that a library caught and went on from
+        if write_epoch is not None:
+            # The save is atomic whatever happens; holding SIGINT and SIGTERM back until it
+            # is done makes the line printed on stopping name the epoch actually saved.
+            with interrupts_deferred():
+                write_epoch(metrics, params, opt_state)
                 done[0] = metrics.epoch
         done[0] = metrics.epoch
         if bar is None:
@@ -412,9 +512,15 @@ def run_train(args: argparse.Namespace) -> int:
             devices=devices,
             uint8_pixels=True,
         )
-    except KeyboardInterrupt:
-        print(_interrupted_line(args.epochs, done[0], out_dir), file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax.resume.Interrupted)
+        import signal
+
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(_interrupted_line(args.epochs, done[0], out_dir, signum), file=sys.stderr)
+        args.interrupt_reported = True
+        return 128 + signum
+    except RunWriteError as e:
+        raise WriteError(str(e)) from None
     except NonFiniteError as e:
         if out_dir is None:
             kept = ""
@@ -439,18 +545,41 @@ def run_train(args: argparse.Namespace) -> int:
             from jax_softmax.checkpoint import save_params
 
             metadata = run_metadata({k: getattr(args, k) for k in TRAIN_FLAGS}, data)
-            save_params(
-                out_dir / PARAMS_FILE, params, {**metadata, "epoch": done[0], "stopped": stop.to_json()}
-            )
+            try:
+                save_params(
+                    out_dir / PARAMS_FILE, params, {**metadata, "epoch": done[0], "stopped": stop.to_json()}
+                )
+            except OSError as e:
+                raise WriteError(
+                    f"could not write {out_dir / PARAMS_FILE} ({e.strerror or e}): the last finite "
+                    f"parameters are not saved; {out_dir} holds epoch {done[0]}"
+                ) from None
         written = [path for path in (out_dir / METRICS_FILE, out_dir / PARAMS_FILE) if path.exists()]
         try:
             test = data.test._replace(x=to_features(data.test.x))
             written += write_plots(out_dir, all_epochs, params, test) if all_epochs else []
         except ImportError as e:
             print(f"{PROG} train: plots not written: {e}", file=sys.stderr)
+        except OSError as e:
+            raise WriteError(
+                f"could not write the plots{' ' + e.filename if e.filename else ''} in {out_dir} "
+                f"({e.strerror or e}); the run itself is saved there (epoch {done[0]})"
+            ) from None
     if stop is not None:
         where = "" if out_dir is None else f", saved in {out_dir / PARAMS_FILE}"
         print(f"{PROG} train: {stop.message()}{where}", file=sys.stderr)
+    else:
+        from jax_softmax.nonfinite import learning_warnings
+
+        for warning in learning_warnings(
+            [m.train_loss for m in all_epochs],
+            last.val_accuracy if last is not None else float("nan"),
+            lr=args.lr,
+            l2=args.l2,
+            init_scale=args.init_scale,
+            num_classes=int(params.w.shape[1]),
+        ):
+            print(f"{PROG} train: warning: {warning}", file=sys.stderr)
     if args.json:
         result = {
             "test_accuracy": test_acc,
@@ -481,7 +610,7 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps(result))
     else:
         print(
-            f"test accuracy {100 * test_acc:.2f}%  test loss {test_loss:.4f}  "
+            f"test accuracy {100 * test_acc:.2f}%  test loss {format_loss(test_loss)}  "
             f"(compile {history.compile_seconds:.2f} s, {args.grad} gradient, {jax.devices()[0].platform}"
             + (f", {devices} devices" if devices > 1 else "")
             + ")"
@@ -501,7 +630,8 @@ def _load_checkpoint(path: str):
             f"--params {path}: no such file; pass the checkpoint params.npz that "
             f"'{PROG} train --out DIR' writes in DIR"
         )
-    enable_dtype(read_checkpoint(path)[2]["dtype"])
+    w, _, _ = read_checkpoint(path)
+    enable_dtype(w.dtype.name)
     checkpoint = load_params(path)
     check_pixel_scaling(checkpoint.metadata, path)
     return checkpoint
@@ -577,24 +707,48 @@ def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
     from jax_softmax.evaluation import class_probabilities
-    from jax_softmax.images import load_many
+    from jax_softmax.images import input_names, load_inputs
 
     checkpoint = _load_checkpoint(args.params)
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
-    names, x = load_many(args.inputs, num_features=checkpoint.params.w.shape[0], invert=invert)
-    probabilities = np.asarray(class_probabilities(checkpoint.params, x), np.float64)
+    # Each file on its own: one that cannot be read is reported, the others classified.
+    names, rows, errors = [], [], []
+    for path in args.inputs:
+        try:
+            x = load_inputs(path, num_features=checkpoint.params.w.shape[0], invert=invert)
+        except (ValueError, TypeError, OSError) as e:
+            message = str(e) if str(e).startswith(f"{path}:") else f"{path}: {e}"
+            errors.append({"input": path, "error": message})
+            continue
+        names += input_names(path, len(x))
+        rows.append(x)
+    if rows:
+        x = np.concatenate(rows)
+        probabilities = np.asarray(class_probabilities(checkpoint.params, x), np.float64)
+    else:
+        probabilities = np.zeros((0, checkpoint.params.w.shape[1]))
     digits = probabilities.argmax(axis=1)
     if args.json:
         predictions = [
             {"input": name, "digit": int(digit), "probabilities": p.tolist()}
             for name, digit, p in zip(names, digits, probabilities, strict=True)
         ]
-        print(json.dumps({"params": args.params, "predictions": predictions}))
-        return 0
-    for name, digit, p in zip(names, digits, probabilities, strict=True):
-        top = np.argsort(-p, kind="stable")[:3]
-        print(f"{name}: {digit}  ({', '.join(f'{k}: {100 * p[k]:.2f}%' for k in top)})")
-    return 0
+        result = {"params": args.params, "predictions": predictions}
+        if errors:
+            result["errors"] = errors
+        print(json.dumps(result))
+    else:
+        for name, digit, p in zip(names, digits, probabilities, strict=True):
+            top = np.argsort(-p, kind="stable")[:3]
+            print(f"{name}: {digit}  ({', '.join(f'{k}: {100 * p[k]:.2f}%' for k in top)})")
+    for error in errors:
+        print(f"{PROG} predict: error: {error['error']}", file=sys.stderr)
+    if errors and rows:
+        print(
+            f"{PROG} predict: {len(errors)} of {len(args.inputs)} files could not be classified",
+            file=sys.stderr,
+        )
+    return 2 if errors else 0
 
 
 def _add_diagnose(subparsers) -> None:
@@ -606,8 +760,9 @@ def _add_diagnose(subparsers) -> None:
         help="reproduce the question's collapse and name its cause",
         description="Train the question's hand-written softmax regression (batch 200, learning rate "
         "0.1) on MNIST as written, with each of its three fixes alone (update sign, pixel scale, "
-        "log-softmax) and with all three, and report for each run whether and when it collapsed, "
-        "and why.",
+        "log-softmax) and with all three, and with the sign fixed and a max-shifted softmax "
+        "(exp(z - max z) / sum, then log): the question's zero probabilities. Report for each run "
+        "whether and when it collapsed, and why.",
     )
     p.add_argument("--all", action="store_true", help="run every combination of the four switches")
     p.add_argument(
@@ -628,7 +783,9 @@ def _add_diagnose(subparsers) -> None:
         default=defaults.init_scale,
         help="std of the initial weights (default 0: zeros)",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed, help="seed for initialisation and order")
+    p.add_argument(
+        "--seed", type=seed_int, default=defaults.seed, help="seed for initialisation and order, 0 to 2**32-1"
+    )
     p.add_argument(
         "--log-every",
         type=positive_int,
@@ -713,6 +870,56 @@ def run_diagnose(args: argparse.Namespace) -> int:
         + (f"; plot written to {args.plot}" if args.plot else "")
     )
     return 0
+
+
+def _add_check_grad(subparsers) -> None:
+    from jax_softmax.gradient_check import BATCH_SIZES
+
+    p = subparsers.add_parser(
+        "check-grad",
+        help="check a hand-written gradient of the loss against jax.grad",
+        description="Check FUNCTION(w, b, x, y) -> (dw, db), the gradient of the mean negative "
+        "log-likelihood of softmax regression, against jax.grad in float64. FILE.py is imported and "
+        "run like any Python module (its top-level code runs, its __main__ block does not); FUNCTION "
+        "gets NumPy arrays: w float64 [784, 10], b [10], x [n, 784] in [0, 1], y int [n], and may "
+        "return NumPy or JAX arrays in any floating dtype (the tolerance follows it). It is called at "
+        f"batch sizes {', '.join(map(str, BATCH_SIZES))}, with zero weights and with weights that make "
+        "the probabilities far from uniform. The verdict: correct, negated, scaled, transposed, bias "
+        "(dw right, db wrong or missing) or wrong. Exit status 0 for correct, 1 for any other verdict, "
+        "2 when the function cannot be checked.",
+    )
+    p.add_argument("target", metavar="FILE.py:FUNCTION", help="the file and the function in it")
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get(DATA_DIR_ENV),
+        help=f"directory with the four MNIST IDX files: batches of real images (default: ${DATA_DIR_ENV}; "
+        "without either, random inputs)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches and the random weights")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(run=run_check_grad)
+
+
+def run_check_grad(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from jax_softmax.gradient_check import check_gradient, format_gradient_check, load_function
+
+    x = y = None
+    if args.data_dir:
+        from jax_softmax.data import load_mnist_uint8
+
+        train = load_mnist_uint8(args.data_dir).train
+        x, y = train.x, train.y  # uint8 pixels: check_gradient divides the batches it draws by 255
+    # The function's own prints go to stderr, so that stdout holds the result alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        fn, name = load_function(args.target)
+        check = check_gradient(fn, x, y, seed=args.seed, name=name)
+    if args.json:
+        print(json.dumps(check.to_json()))
+    else:
+        print(format_gradient_check(check, "MNIST" if args.data_dir else None))
+    return 0 if check.correct else 1
 
 
 def _grid_flag(name: str, *, positive: bool):
@@ -893,24 +1100,92 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(subparsers)
     _add_predict(subparsers)
     _add_diagnose(subparsers)
+    _add_check_grad(subparsers)
     _add_sweep(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the command line; returns the exit status."""
-    args = build_parser().parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)
+    """Runs the command line; returns the exit status (see :data:`EXIT_STATUS`).
+
+    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax.resume.Interrupted`:
+    ``train --out`` saves its last completed epoch, every command prints one line and
+    returns ``128 + signal``. The previous handlers are restored on return.
+    """
+    import signal
+    import threading
+
+    from jax_softmax.resume import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
+
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}
+    received = raise_on_stop_signals() if in_main_thread else []
+    previous_hook = sys.unraisablehook
+
+    def quiet_interrupts(unraisable) -> None:
+        # A signal's exception raised inside a garbage-collection callback is printed and
+        # dropped by Python ("Exception ignored in ..."). It is recorded in `received`,
+        # and acted on at the next check: print nothing here.
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and received):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
+    on_exit: list = []
+    command = PROG
     try:
-        return args.run(args)
+        args = build_parser().parse_args(argv)
+        command = f"{PROG} {args.command}"
+        args.argv = list(sys.argv[1:] if argv is None else argv)
+        args.signals, args.on_exit, args.interrupt_reported = received, on_exit, False
+        status = args.run(args)
+        if not args.interrupt_reported:
+            check_interrupted(received)  # never finish as if a signal had not come
+        return status
+    except WriteError as e:
+        print(f"{command}: error: {e}", file=sys.stderr)
+        return 3
     except (CommandError, DataNotFoundError, ValueError, TypeError, OSError) as e:
-        print(f"{PROG} {args.command}: error: {e}", file=sys.stderr)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(f"{PROG} {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(f"{command}: {_stopped_by(signum)}", file=sys.stderr)
+        return 128 + signum
+    finally:
+        sys.unraisablehook = previous_hook
+        for release in on_exit:
+            release()
+        try:
+            sys.stdout.flush()  # before a signal in the shutdown can end the process unflushed
+        except (OSError, ValueError):
+            pass
+        for signum, handler in previous.items():
+            if handler is not None:
+                signal.signal(signum, handler)
 
 
 def main_entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    from jax_softmax._startup import exit_on_stop_signals
+
+    # A signal after main has returned (the interpreter's exit takes a moment) ends
+    # the process with one line; main keeps it in place for that.
+    exit_on_stop_signals("shutting down")
+    try:
+        status = main()
+    except KeyboardInterrupt as e:  # arrived while main was reporting an error
+        import signal
+
+        status = 128 + getattr(e, "signum", signal.SIGINT)
+        print(f"{PROG}: {_stopped_by(status - 128)}", file=sys.stderr)
+    if status > 128:
+        # Stopped by a signal, maybe in the middle of JAX's initialisation or a
+        # compilation: its teardown at exit can then crash. Everything is saved and
+        # reported; leave without it.
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+        os._exit(status)
+    sys.exit(status)

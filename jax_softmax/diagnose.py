@@ -11,12 +11,15 @@ Four switches reproduce what such a program may do:
 - ``pixels``: ``"raw"`` feeds the 0-255 values as read from the file, ``"scaled"``
   divides them by 255.
 - ``softmax``: ``"naive"`` forms ``exp(z) / sum(exp(z))`` and takes the log of it, as a
-  hand-written program does; ``"stable"`` uses ``jax.nn.log_softmax``.
+  hand-written program does; ``"shifted"`` subtracts each row's largest logit first,
+  ``exp(z - max z) / sum(exp(z - max z))``, as most hand-written programs that know
+  about overflow do, and still takes the log of that probability; ``"stable"`` uses
+  ``jax.nn.log_softmax``.
 - ``dtype``: ``"float32"`` or ``"float64"`` (a C++ ``double``).
 
 Each variant trains in compiled ``lax.scan`` chunks that record, at every step, the
 batch log-likelihood the variant computes, the largest ``|logit|``, what its
-probabilities did (an ``exp`` that overflowed, a true-class probability of exactly 0),
+probabilities did (an ``exp`` that overflowed, how many true-class probabilities were exactly 0),
 and two instruments computed stably whatever the variant does: the loss the step
 starts from and the slope of the loss along the step. :func:`classify_collapse` reads
 the cause off these records.
@@ -43,7 +46,7 @@ from jax_softmax.model import PRECISION, Params, logits, predict
 
 SIGNS: tuple[str, ...] = ("as_written", "correct")
 PIXELS: tuple[str, ...] = ("raw", "scaled")
-SOFTMAXES: tuple[str, ...] = ("naive", "stable")
+SOFTMAXES: tuple[str, ...] = ("naive", "shifted", "stable")
 DTYPES: tuple[str, ...] = ("float32", "float64")
 CAUSES: tuple[str, ...] = ("overflow", "underflow", "divergence")
 """The values of ``cause``; a run that stays finite and descends has cause ``None``."""
@@ -58,8 +61,8 @@ class Variant:
     Attributes:
       sign: ``"as_written"`` (the question's update, which climbs the loss) or ``"correct"``.
       pixels: ``"raw"`` (0-255) or ``"scaled"`` (divided by 255).
-      softmax: ``"naive"`` (``exp(z) / sum(exp(z))``, then its log) or ``"stable"``
-        (``log_softmax``).
+      softmax: ``"naive"`` (``exp(z) / sum(exp(z))``, then its log), ``"shifted"``
+        (``exp(z - max z) / sum(exp(z - max z))``, then its log) or ``"stable"`` (``log_softmax``).
       dtype: ``"float32"`` or ``"float64"``.
 
     Raises:
@@ -84,10 +87,12 @@ class Variant:
 
     @property
     def name(self) -> str:
-        """What differs from the question's program, and the dtype when it is not float64.
+        """What differs from the question's program, a shifted softmax, and a dtype other than float64.
 
         >>> Variant("correct", "raw", "naive").name
         'fix sign'
+        >>> Variant("correct", "raw", "shifted").name
+        'fix sign, shifted softmax'
         >>> Variant("correct", "scaled", "naive", "float32").name
         'fix sign+pixels, float32'
         >>> Variant("correct", "scaled", "stable").name
@@ -108,14 +113,22 @@ class Variant:
             name = "all fixed"
         else:
             name = "fix " + "+".join(fixes)
+        if self.softmax == "shifted":
+            name += ", shifted softmax"
         return name if self.dtype == "float64" else f"{name}, {self.dtype}"
 
 
 def default_variants(dtype: str = "float64") -> tuple[Variant, ...]:
-    """The question's program as written, each of its three fixes alone, and all three together."""
+    """The question's program as written, each of its three fixes alone, and all three together.
+
+    After the sign fix alone comes the same program with the max-shifted softmax: the
+    question's symptom (true-digit probabilities of exactly 0, a log-likelihood of
+    ``-inf``) while the classifier goes on learning.
+    """
     return (
         Variant("as_written", "raw", "naive", dtype),
         Variant("correct", "raw", "naive", dtype),
+        Variant("correct", "raw", "shifted", dtype),
         Variant("as_written", "scaled", "naive", dtype),
         Variant("as_written", "raw", "stable", dtype),
         Variant("correct", "scaled", "stable", dtype),
@@ -123,7 +136,7 @@ def default_variants(dtype: str = "float64") -> tuple[Variant, ...]:
 
 
 def all_variants(dtypes: Sequence[str] = ("float64", "float32")) -> tuple[Variant, ...]:
-    """Every combination of the switches: 8 per dtype, the question's float64 first."""
+    """Every combination of the switches: 12 per dtype, the question's float64 first."""
     return tuple(
         Variant(sign, pixels, softmax, dtype)
         for dtype, sign, pixels, softmax in itertools.product(dtypes, SIGNS, PIXELS, SOFTMAXES)
@@ -185,9 +198,13 @@ class TrainingLog:
       loss: mean ``-log P(true class)`` computed stably (``log_softmax``), ``[num_steps]``.
       slope: the directional derivative of that loss along the update, ``<grad, new - old>``;
         positive when the step points up the loss, ``[num_steps]``.
-      exp_overflow: a naive ``exp(z)`` (or, for the stable softmax, a logit) was infinite,
+      exp_overflow: a naive ``exp(z)`` (or, for the shifted and stable softmax, a logit) was infinite,
         bool ``[num_steps]``.
-      true_prob_zero: a naive true-class probability was exactly 0, bool ``[num_steps]``.
+      true_prob_zero: a true-class probability the variant formed (naive or shifted) was
+        exactly 0, bool ``[num_steps]``.
+      zero_true_probs: how many of the batch's true-class probabilities were exactly 0,
+        int ``[num_steps]`` (always 0 for the stable softmax, which forms no probability
+        to take its log).
       all_probs_zero: every naive ``exp(z)`` of an example was 0, so ``0/0`` gave NaN,
         bool ``[num_steps]``.
       params_finite: the parameters after the update are finite, bool ``[num_steps]``.
@@ -206,6 +223,7 @@ class TrainingLog:
     slope: np.ndarray
     exp_overflow: np.ndarray
     true_prob_zero: np.ndarray
+    zero_true_probs: np.ndarray
     all_probs_zero: np.ndarray
     params_finite: np.ndarray
     val_steps: np.ndarray
@@ -312,10 +330,43 @@ class Diagnosis:
         return self.verdict.cause is not None
 
     @property
+    def model_survived(self) -> bool:
+        """The collapse was an underflow of the log-likelihood alone: the weights stayed finite.
+
+        Then only the log of a probability of exactly 0 is ``-inf``; the update, which
+        uses the probabilities and not their log, goes on and so does the learning.
+        """
+        return self.verdict.cause == "underflow" and bool(self.log.params_finite.all())
+
+    @property
     def best_val_accuracy(self) -> float:
-        """Highest validation accuracy measured before the collapse (over the whole run without one)."""
-        before = self.log.val_steps < (self.verdict.collapse_step or self.log.num_steps + 1)
+        """Highest validation accuracy measured before the collapse.
+
+        Over the whole run when there is no collapse, or when the collapse left the
+        weights finite (see :attr:`model_survived`).
+        """
+        end = None if self.model_survived else self.verdict.collapse_step
+        before = self.log.val_steps < (end or self.log.num_steps + 1)
         return float(np.max(self.log.val_accuracy[before]))
+
+    @property
+    def val_accuracy_at_collapse(self) -> float | None:
+        """Validation accuracy of the weights the collapse step started from, ``None`` without a collapse.
+
+        These are the weights whose log-likelihood first stopped being finite: the
+        accuracy "at the moment of the collapse".
+        """
+        step = self.verdict.collapse_step
+        if step is None:
+            return None
+        at = np.flatnonzero(self.log.val_steps == step - 1)
+        return float(self.log.val_accuracy[at[0]]) if len(at) else None
+
+    @property
+    def zero_true_probs_at_collapse(self) -> int | None:
+        """How many true-class probabilities of the collapse step's batch were exactly 0."""
+        step = self.verdict.collapse_step
+        return None if step is None else int(self.log.zero_true_probs[step - 1])
 
     @property
     def final_val_accuracy(self) -> float:
@@ -335,6 +386,9 @@ class Diagnosis:
             "cause": self.verdict.cause,
             "best_val_accuracy": self.best_val_accuracy,
             "final_val_accuracy": self.final_val_accuracy,
+            "val_accuracy_at_collapse": self.val_accuracy_at_collapse,
+            "zero_true_probs_at_collapse": self.zero_true_probs_at_collapse,
+            "batch_size": self.config.batch_size,
         }
 
     def explanation(self) -> str:
@@ -363,9 +417,11 @@ def _mechanism_words(d: Diagnosis, step: int) -> str:
         return f"the logits overflowed the {v.dtype} range"
     if log.all_probs_zero[i] and not log.true_prob_zero[i]:
         return f"every exp(z) of an image underflowed to 0 (below e^{low:.1f} in {v.dtype}) and 0/0 gave NaN"
+    zeros = int(log.zero_true_probs[i])
     return (
-        f"the probability of the true digit underflowed to exactly 0 (it was e^-{log.worst_nll[i]:,.0f}, "
-        f"below the smallest normal {v.dtype}, e^{low:.1f}), so its log is -inf"
+        f"the probability of the true digit underflowed to exactly 0 for {zeros} of the "
+        f"{d.config.batch_size} images (the smallest was e^-{log.worst_nll[i]:,.0f}, below the smallest "
+        f"normal {v.dtype}, e^{low:.1f}), so its log is -inf"
     )
 
 
@@ -402,12 +458,18 @@ def _explain(d: Diagnosis) -> str:
             )
         return words
     step = verdict.collapse_step
-    head = (
-        f"at step {step}, after reaching {d.best_val_accuracy:.1%} validation accuracy, "
-        + _mechanism_words(d, step)
-    )
+    reached = float(np.max(log.val_accuracy[log.val_steps < step]))
+    head = f"at step {step}, after reaching {reached:.1%} validation accuracy, " + _mechanism_words(d, step)
     if pixels_reason:
-        return f"{head}: the logits were that large {pixels_reason}"
+        head = f"{head}: the logits were that large {pixels_reason}"
+    if d.model_survived:
+        never_finite = not np.isfinite(log.log_likelihood[step - 1 :]).any()
+        head += (
+            f"; the weights stayed finite and validation accuracy went on to {d.best_val_accuracy:.1%} "
+            f"({d.final_val_accuracy:.1%} after step {log.num_steps}), with the log-likelihood "
+            + ("-inf from then on" if never_finite else "-inf at some later steps")
+            + ": the log of a zero probability collapsed, not the model"
+        )
     return head
 
 
@@ -466,15 +528,40 @@ def _naive_softmax(z: jax.Array, y: jax.Array):
     e = jnp.exp(z)
     probs = e / jnp.sum(e, axis=1, keepdims=True)
     true_prob = jnp.take_along_axis(probs, y[:, None], axis=1)[:, 0]
-    flags = (jnp.any(jnp.isinf(e)), jnp.any(true_prob == 0), jnp.any(jnp.all(e == 0, axis=1)))
+    flags = (
+        jnp.any(jnp.isinf(e)),
+        jnp.sum(true_prob == 0, dtype=jnp.int32),
+        jnp.any(jnp.all(e == 0, axis=1)),
+    )
+    return probs, jnp.mean(jnp.log(true_prob)), flags
+
+
+def _shifted_softmax(z: jax.Array, y: jax.Array):
+    """What a careful hand-written program does: ``exp(z - max z) / sum(exp(z - max z))``, then its log.
+
+    No ``exp`` can overflow and the sum is at least 1, but a logit more than about 708
+    (float64) or 87 (float32) below the largest still gives a probability of exactly 0.
+    """
+    e = jnp.exp(z - jnp.max(z, axis=1, keepdims=True))
+    probs = e / jnp.sum(e, axis=1, keepdims=True)
+    true_prob = jnp.take_along_axis(probs, y[:, None], axis=1)[:, 0]
+    flags = (
+        jnp.any(~jnp.isfinite(z)),
+        jnp.sum(true_prob == 0, dtype=jnp.int32),
+        jnp.any(jnp.all(e == 0, axis=1)),
+    )
     return probs, jnp.mean(jnp.log(true_prob)), flags
 
 
 def _stable_softmax(z: jax.Array, y: jax.Array):
-    """``log_softmax``: the largest logit is subtracted before ``exp``."""
+    """``log_softmax``: the largest logit is subtracted before ``exp``, and no probability is logged."""
     log_probs = jax.nn.log_softmax(z, axis=1)
     log_likelihood = jnp.mean(jnp.take_along_axis(log_probs, y[:, None], axis=1))
-    return jnp.exp(log_probs), log_likelihood, (jnp.any(~jnp.isfinite(z)), jnp.array(False), jnp.array(False))
+    flags = (jnp.any(~jnp.isfinite(z)), jnp.array(0, jnp.int32), jnp.array(False))
+    return jnp.exp(log_probs), log_likelihood, flags
+
+
+SOFTMAX_FORMS = (_naive_softmax, _shifted_softmax, _stable_softmax)  # in the order of SOFTMAXES
 
 
 @jax.jit
@@ -490,13 +577,14 @@ def _train_chunk(
     divisor: jax.Array,
     lr: jax.Array,
     as_written: jax.Array,
-    naive: jax.Array,
+    softmax: jax.Array,
 ) -> tuple[Params, dict[str, jax.Array]]:
     """A run of consecutive steps in one scan: the parameters after them, and each step's records.
 
     ``orders`` ``[num_steps, batch]`` holds the examples of each step; a step whose
     ``active`` is false leaves the parameters alone (it pads the last chunk). The
-    switches are traced, so every variant of one dtype shares one compiled program.
+    switches are traced (``softmax`` is the index of the form in :data:`SOFTMAXES`), so
+    every variant of one dtype shares one compiled program.
     """
     dtype = params.w.dtype
     num_classes = params.w.shape[1]
@@ -508,8 +596,8 @@ def _train_chunk(
         y = y_train[idx]
         onehot = jax.nn.one_hot(y, num_classes, dtype=dtype)
         z = logits(params, x)
-        probs, log_likelihood, (exp_overflow, true_prob_zero, all_probs_zero) = jax.lax.cond(
-            naive, _naive_softmax, _stable_softmax, z, y
+        probs, log_likelihood, (exp_overflow, zero_true_probs, all_probs_zero) = jax.lax.switch(
+            softmax, SOFTMAX_FORMS, z, y
         )
         # The question's rule, w <- w - lr/|B| * sum_l x_l (delta - P), subtracts the
         # derivative of +log P; the correct one subtracts that of -log P.
@@ -535,7 +623,8 @@ def _train_chunk(
             "loss": jnp.mean(nll),
             "slope": slope,
             "exp_overflow": exp_overflow,
-            "true_prob_zero": true_prob_zero,
+            "true_prob_zero": zero_true_probs > 0,
+            "zero_true_probs": zero_true_probs,
             "all_probs_zero": all_probs_zero,
             "params_finite": jnp.all(jnp.isfinite(new.w)) & jnp.all(jnp.isfinite(new.b)),
             "val_correct": val_correct,
@@ -606,7 +695,7 @@ def train_variant(
     divisor = jnp.asarray(255.0 if variant.pixels == "scaled" else 1.0, dtype)
     data = (jnp.asarray(x_train), jnp.asarray(y_train))
     val = (jnp.asarray(x_val), jnp.asarray(y_val), divisor, jnp.asarray(config.lr, dtype))
-    switches = (jnp.asarray(variant.sign == "as_written"), jnp.asarray(variant.softmax == "naive"))
+    switches = (jnp.asarray(variant.sign == "as_written"), jnp.asarray(SOFTMAXES.index(variant.softmax)))
 
     def run(params: Params, c: int, evaluate: np.ndarray):
         return _train_chunk(params, *data, padded[c], active[c], evaluate, *val, *switches)

@@ -143,13 +143,67 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation | None:
     return OPTIMIZERS[name](lr)
 
 
+def train_step(
+    params: Params,
+    opt_state: optax.OptState,
+    x: ArrayLike,
+    y: ArrayLike,
+    lr: ArrayLike,
+    *,
+    grad: GradMode = "autodiff",
+    optimizer: optax.GradientTransformation | None = None,
+    l2: ArrayLike = 0.0,
+    weights_transposed: bool = False,
+) -> tuple[Params, optax.OptState, jax.Array]:
+    """One step of mini-batch gradient descent: the step :func:`make_update` compiles
+    and every epoch of :func:`jax_softmax.fit` scans.
+
+    Plain SGD (``optimizer=None``) computes ``params - lr * grad``; an optax optimizer
+    computes its update from the gradient and its state. A pure function: nothing is
+    checked here (see :func:`make_update` for the checked, compiled step).
+
+    With ``weights_transposed`` the weights come and go as ``w^T``, ``[num_classes,
+    num_features]``, and the SGD update is applied in that layout. The loss and the
+    gradient are the same; XLA then computes the weight gradient as ``delta^T x``,
+    which its CPU backend does about 1.7 times as fast as ``x^T delta`` for MNIST's
+    shapes, so the epoch carries the weights this way through its scan.
+
+    Args:
+      params: model parameters (with ``w`` transposed if ``weights_transposed``).
+      opt_state: the optimizer's state (``()`` for plain SGD).
+      x: inputs, ``[batch, num_features]``.
+      y: integer labels, ``[batch]``.
+      lr: the learning rate of plain SGD (an optax optimizer holds its own).
+      grad: ``"autodiff"`` or ``"manual"``.
+      optimizer: an optax optimizer, or ``None`` for plain SGD.
+      l2: strength of the L2 penalty on the weights.
+      weights_transposed: ``params.w`` is ``w^T``; plain SGD only.
+
+    Returns:
+      ``(params, opt_state, loss)``: the updated parameters and state, and the batch's
+      loss before the update.
+    """
+    if weights_transposed and optimizer is not None:
+        raise ValueError("weights_transposed is for plain SGD only")
+    w = params.w.T if weights_transposed else params.w
+    value, grads = value_and_grad_fn(grad)(Params(w, params.b), x, y, l2)
+    if optimizer is None:
+        grad_w = grads.w.T if weights_transposed else grads.w
+        new = Params(
+            (params.w - lr * grad_w).astype(params.w.dtype), (params.b - lr * grads.b).astype(params.b.dtype)
+        )
+        return new, opt_state, value
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return _optax().apply_updates(params, updates), opt_state, value
+
+
 def make_update(
     grad: GradMode = "autodiff",
     optimizer: optax.GradientTransformation | None = None,
     *,
     l2: float = 0.0,
 ) -> Callable:
-    """A jit-compiled training step.
+    """A jit-compiled training step: :func:`train_step` with its arguments checked.
 
     With ``optimizer=None`` the step is plain SGD,
     ``step(params, x, y, lr) -> params`` with ``params - lr * grad``. With an optax
@@ -160,7 +214,8 @@ def make_update(
     The step checks its arguments before it enters the compiled code, like
     :func:`jax_softmax.loss` (and ``lr``: a finite scalar > 0), raising
     ``TypeError``/``ValueError``; ``step.__wrapped__`` is the compiled step without
-    the checks, for callers that have checked their data already.
+    the checks, for callers that have checked their data already. The first time
+    ``x`` looks like raw 0-255 pixels, it warns (``RawPixelsWarning``), naming the fix.
 
     Args:
       grad: ``"autodiff"`` (``jax.grad``) or ``"manual"`` (the closed form).
@@ -176,32 +231,39 @@ def make_update(
         raise TypeError(
             f"optimizer must be an optax GradientTransformation or None, got {type(optimizer).__name__}"
         )
-    grad_fn = value_and_grad_fn(grad)
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    step = functools.partial(train_step, grad=grad, optimizer=optimizer, l2=l2)
+    warned = []  # the raw-pixel warning is given once per step function
+
+    def check_pixels(x: ArrayLike) -> None:
+        if not warned and validation.looks_like_raw_pixels(x):
+            warned.append(True)
+            validation.warn_raw_pixels("x", stacklevel=3)
 
     if optimizer is None:
 
         @jax.jit
         def sgd_step(params: Params, x: ArrayLike, y: ArrayLike, lr: ArrayLike) -> Params:
-            _, grads = grad_fn(params, x, y, l2)
-            return jax.tree.map(lambda p, g: (p - lr * g).astype(p.dtype), params, grads)
+            return step(params, (), x, y, lr)[0]
 
         @functools.wraps(sgd_step)
         def checked_sgd_step(params: Params, x: ArrayLike, y: ArrayLike, lr: ArrayLike) -> Params:
             validation.check_batch(params, x, y)
             validation.check_learning_rate(lr)
+            check_pixels(x)
             return sgd_step(params, x, y, lr)
 
         return checked_sgd_step
 
     @jax.jit
     def optax_step(params: Params, opt_state, x: ArrayLike, y: ArrayLike):
-        _, grads = grad_fn(params, x, y, l2)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return _optax().apply_updates(params, updates), opt_state
+        return step(params, opt_state, x, y, None)[:2]
 
     @functools.wraps(optax_step)
     def checked_optax_step(params: Params, opt_state, x: ArrayLike, y: ArrayLike):
         validation.check_batch(params, x, y)
+        check_pixels(x)
         return optax_step(params, opt_state, x, y)
 
     return checked_optax_step

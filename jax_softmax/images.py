@@ -12,6 +12,7 @@ cropped to the ink, scaled to fit 20x20, centred by mass, in ``[0, 1]``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -31,6 +32,10 @@ CENTRE = 14.0  # where MNIST puts the centre of mass, in pixel index coordinates
 # nor pull the centre of mass.
 NOISE_FLOOR = 0.1
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+# Decoding works on float64 copies of the whole image: 50 megapixels (more than a
+# 48-megapixel phone photo) take about 1.3 GB at the peak. Larger files are refused
+# from their header, before anything is decoded.
+MAX_IMAGE_PIXELS = 50_000_000
 
 Invert = Literal["auto"] | bool
 
@@ -111,6 +116,15 @@ def _resize(grey: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.clip(np.asarray(resized, np.float64), 0.0, 1.0)
 
 
+def _check_image_size(path: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ValueError(
+            f"{path}: too large: {width}x{height} pixels ({width * height:,}), the limit is "
+            f"{MAX_IMAGE_PIXELS:,}; scale the image down first (a digit needs no more than a few "
+            "hundred pixels a side)"
+        )
+
+
 def preprocess_image(
     image: str | os.PathLike | np.ndarray | PIL.Image.Image, *, invert: Invert = "auto"
 ) -> np.ndarray:
@@ -136,7 +150,8 @@ def preprocess_image(
       float32 ``[784]`` in ``[0, 1]``: the 28x28 frame, row by row.
 
     Raises:
-      ValueError: for an image with no contrast (no digit), an unreadable file, or a
+      ValueError: for an image with no contrast (no digit), an unreadable file, one over
+        ``MAX_IMAGE_PIXELS`` (checked from its header, before decoding), or a
         malformed array.
       TypeError: for an ``image`` of another type, or ``invert`` not ``"auto"`` or a bool.
 
@@ -151,10 +166,19 @@ def preprocess_image(
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
         try:
-            with Image.open(path) as opened:
-                grey = _grey_from_pil(opened)
+            with warnings.catch_warnings():
+                # PIL's own limit warns from 89 megapixels: ours, lower, says it in one line.
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                with Image.open(path) as opened:
+                    _check_image_size(path, *opened.size)
+                    grey = _grey_from_pil(opened)
         except FileNotFoundError:
             raise ValueError(f"{path}: no such file") from None
+        except Image.DecompressionBombError:
+            raise ValueError(
+                f"{path}: too large: over {2 * Image.MAX_IMAGE_PIXELS:,} pixels, the limit is "
+                f"{MAX_IMAGE_PIXELS:,}; scale the image down first"
+            ) from None
         except (Image.UnidentifiedImageError, OSError) as e:
             raise ValueError(f"{path}: not an image that can be read ({e})") from None
     elif isinstance(image, Image.Image):
@@ -230,7 +254,13 @@ def load_inputs(
             raise ValueError(
                 f"{path}: images become {NUM_FEATURES} pixels but the model takes {num_features} features"
             )
-        return preprocess_image(path, invert=invert)[None, :]
+        try:
+            return preprocess_image(path, invert=invert)[None, :]
+        except ValueError as e:
+            message = str(e)
+            if message.startswith(f"{path}:"):
+                raise
+            raise ValueError(f"{path}: {message}") from None
     try:
         array = np.load(path, allow_pickle=False)
     except FileNotFoundError:

@@ -25,7 +25,8 @@ overflows; what remains is
 - **overflow**: the loss had not risen, yet one step's logits, gradient or update was
   too large for the dtype (an enormous learning rate does that in one step).
 
-Either way the cure is a smaller learning rate.
+Either way the cure is a smaller learning rate; or a smaller L2 strength, when even a
+tenth of the learning rate leaves ``lr * l2 > 2``.
 """
 
 from __future__ import annotations
@@ -103,6 +104,16 @@ def summarize_steps(losses: jax.Array, ok: jax.Array) -> tuple[jax.Array, jax.Ar
     return mean, first_bad
 
 
+def l2_is_the_cause(lr: float, l2: float) -> bool:
+    """Whether the L2 strength, more than the learning rate, makes plain gradient steps grow.
+
+    With the penalty ``l2 / 2 * ||w||^2`` a step multiplies the weights by ``1 - lr * l2``,
+    which grows them once ``lr * l2 > 2``. The L2 strength is named as the cause when
+    the usual advice, a tenfold lower learning rate, would still leave ``lr * l2 > 2``.
+    """
+    return lr * l2 / 10 > 2
+
+
 @dataclasses.dataclass(frozen=True)
 class NonFiniteStop:
     """Where and why training went non-finite.
@@ -120,6 +131,9 @@ class NonFiniteStop:
       last_finite_loss: the loss of the last step before the bad one.
       lr: the learning rate.
       dtype: the computation's dtype name.
+      l2: the L2 strength. With ``lr * l2 > 2`` the penalty alone makes every plain
+        gradient step grow the weights; when a tenfold lower learning rate would still
+        leave it above 2, the message names the L2 strength as the cause.
     """
 
     epoch: int
@@ -132,6 +146,12 @@ class NonFiniteStop:
     last_finite_loss: float
     lr: float
     dtype: str
+    l2: float = 0.0
+
+    @property
+    def l2_is_the_cause(self) -> bool:
+        """Whether the L2 strength is what to lower: see :func:`l2_is_the_cause`."""
+        return l2_is_the_cause(self.lr, self.l2)
 
     @property
     def kept(self) -> str:
@@ -168,10 +188,16 @@ class NonFiniteStop:
                 f"finite value {float_max:.3g}) before the loss had risen "
                 f"(it was {self.last_finite_loss:.3g})"
             )
+        if self.l2_is_the_cause:
+            fix = (
+                f"Lower the L2 strength (it is {self.l2:g}; with learning rate {self.lr:g} it must stay "
+                f"below 2 / lr = {2 / self.lr:g}, or every step grows the weights; try {0.1 / self.lr:g})"
+            )
+        else:
+            fix = f"Lower the learning rate (it is {self.lr:g}; try {self.lr / 10:g})"
         return (
             f"non-finite training at {where}: {what}. Likely cause, in the terms of 'jax-softmax "
-            f"diagnose', {why}. Lower the learning rate (it is {self.lr:g}; try {self.lr / 10:g}). "
-            f"Kept the last finite parameters ({self.kept})"
+            f"diagnose', {why}. {fix}. Kept the last finite parameters ({self.kept})"
         )
 
 
@@ -203,6 +229,7 @@ def describe_stop(
     previous_loss: float,
     lr: float,
     dtype: str,
+    l2: float = 0.0,
 ) -> NonFiniteStop:
     """Names where and why an epoch went non-finite, from its per-step losses.
 
@@ -215,6 +242,7 @@ def describe_stop(
       previous_loss: the previous epoch's mean loss (NaN in the first epoch trained).
       lr: the learning rate.
       dtype: the computation's dtype name.
+      l2: the L2 strength.
 
     Returns:
       The :class:`NonFiniteStop`.
@@ -236,4 +264,72 @@ def describe_stop(
         last_finite_loss=last_finite,
         lr=float(lr),
         dtype=str(dtype),
+        l2=float(l2),
     )
+
+
+def learning_warnings(
+    train_losses: list[float],
+    val_accuracy: float,
+    *,
+    lr: float,
+    l2: float,
+    init_scale: float,
+    num_classes: int,
+) -> list[str]:
+    """Sentences saying why a finished run learned nothing, naming the setting to change.
+
+    A run can end with finite numbers and still be useless: its loss ended far above
+    where it started (divergence: above twice the start and ten times the loss of a
+    uniform guess, where training from small weights starts), or its accuracy stayed
+    at chance. The cause named is
+    the L2 strength when even ``lr / 10 * l2 > 2`` (:func:`l2_is_the_cause`), the
+    initial scale when the very first loss was already huge (logits of weights that
+    large saturate the softmax), else the learning rate (too large when the loss rose,
+    too small when it did not move).
+
+    Args:
+      train_losses: the mean training loss of each epoch, in order.
+      val_accuracy: the last epoch's validation accuracy (NaN without a validation set).
+      lr, l2, init_scale: the run's settings.
+      num_classes: the number of classes (chance accuracy is ``1 / num_classes``).
+
+    Returns:
+      Zero, one or two sentences.
+    """
+    if not train_losses:
+        return []
+    first, last = train_losses[0], train_losses[-1]
+    chance = 1 / num_classes
+    # log(num_classes) is the loss of a uniform guess: a start far above it is the weights' doing.
+    huge_start = first > 100 * math.log(num_classes)
+    found = []
+    if l2_is_the_cause(lr, l2):
+        cause = (
+            f"the L2 strength {l2:g} with learning rate {lr:g} (lr * l2 = {lr * l2:.3g} > 2, so every "
+            f"step grows the weights): lower --l2 below {2 / lr:g}"
+        )
+    elif huge_start and init_scale > 1:
+        cause = (
+            f"the initial scale {init_scale:g}: the first loss was already {first:.3g}; "
+            "use --init-scale 0.01 (or 0)"
+        )
+    else:
+        cause = f"the learning rate {lr:g}: lower --lr (try {lr / 10:g})"
+    # Small initial weights start near the loss of a uniform guess, log(num_classes); an
+    # epoch's mean can already be far above it when the very first steps blew up.
+    uniform = math.log(num_classes)
+    start = first if init_scale > 1 else min(first, uniform)
+    if math.isfinite(start) and last > 2 * start and last > 10 * uniform:
+        found.append(
+            f"divergence: the training loss ended at {last:.3g}, far above the {start:.3g} it started "
+            f"from; the cause is {cause}"
+        )
+    if math.isfinite(val_accuracy) and val_accuracy < chance + 0.05:
+        if abs(last - first) <= 1e-3 * abs(first) and not huge_start:
+            cause = f"the learning rate {lr:g}, too small to move the loss ({first:.4g}): raise --lr"
+        found.append(
+            f"the validation accuracy is {100 * val_accuracy:.1f}%, chance level for {num_classes} classes; "
+            f"the likely cause is {cause}"
+        )
+    return found

@@ -1,4 +1,5 @@
-"""Pictures of a run: learning curves, the learned weight templates, the confusion matrix.
+"""Pictures of a run: learning curves, the learned weight templates, the confusion matrix, and
+the zero probabilities of a max-shifted softmax.
 
 Each function returns a ``matplotlib.figure.Figure`` built without pyplot (no GUI
 backend, no global figure state); :func:`save_figure` writes one to a PNG file
@@ -22,6 +23,8 @@ from jax_softmax.train import EpochMetrics
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
+
+    from jax_softmax.diagnose import Diagnosis
 
 DPI = 100
 INSTALL_HINT = "pip install 'jax-softmax[plot]'"
@@ -165,6 +168,62 @@ def plot_confusion(confusion: ArrayLike, title: str = "test set") -> Figure:
         title=f"confusion matrix, {title}: {int(np.trace(counts))} of {int(counts.sum())} correct",
     )
     fig.colorbar(image, ax=ax, label="count (square-root colour scale)")
+    return fig
+
+
+def plot_zero_probabilities(diagnoses: Sequence[Diagnosis]) -> Figure:
+    """Validation accuracy, the share of zero true-digit probabilities and the log-likelihood against step.
+
+    Made for a max-shifted softmax against ``log_softmax`` on the same raw pixels: the
+    first has most of each batch's true-digit probabilities at exactly 0, and so a
+    log-likelihood of ``-inf``, while its accuracy climbs like the second's. A tick
+    along the bottom of the log-likelihood panel marks each step where it was not finite.
+
+    Args:
+      diagnoses: runs of :func:`jax_softmax.diagnose_variant`.
+
+    Returns:
+      A 1000x850-pixel figure with three panels sharing a logarithmic step axis.
+
+    Raises:
+      ValueError: for no runs.
+      ImportError: when matplotlib is not installed.
+    """
+    if len(diagnoses) == 0:
+        raise ValueError("diagnoses must hold at least one Diagnosis, got none")
+    fig = _figure(10, 8.5)
+    acc_ax, zero_ax, ll_ax = fig.subplots(3, 1, sharex=True)
+    for i, d in enumerate(diagnoses):
+        color, log = f"C{i % 10}", d.log
+        steps = np.arange(1, log.num_steps + 1)
+        v = d.variant
+        label = f"{v.softmax} softmax, {v.pixels} pixels, {v.sign.replace('_', ' ')} sign, {v.dtype}"
+        measured = log.val_steps > 0  # the log scale has no step 0
+        acc_ax.plot(
+            log.val_steps[measured], 100 * log.val_accuracy[measured], color=color, lw=1.2, label=label
+        )
+        zero_ax.plot(steps, 100 * log.zero_true_probs / d.config.batch_size, color=color, lw=0.8, label=label)
+        finite = np.isfinite(log.log_likelihood)
+        ll_ax.plot(steps, np.where(finite, log.log_likelihood, np.nan), color=color, lw=0.8, label=label)
+        ll_ax.plot(
+            steps[~finite],
+            np.full((~finite).sum(), 0.02 + 0.03 * i),
+            "|",
+            color=color,
+            ms=6,
+            transform=ll_ax.get_xaxis_transform(),
+        )
+    config = diagnoses[0].config
+    acc_ax.set(ylabel="validation accuracy (%)", ylim=(0, 100))
+    acc_ax.set_title(f"Softmax regression on MNIST, batch {config.batch_size}, learning rate {config.lr:g}")
+    acc_ax.legend(loc="lower right", fontsize="small")
+    zero_ax.set(ylabel="true-digit probabilities\nexactly 0 (% of the batch)", ylim=(-2, 100))
+    ll_ax.set_yscale("symlog", linthresh=1.0)
+    ll_ax.set_ylim(top=0.5)  # a log-likelihood is at most 0
+    ll_ax.set(ylabel="batch log-likelihood\n(| marks -inf)", xlabel="step (log scale)")
+    ll_ax.set_xscale("log")
+    for ax in (acc_ax, zero_ax, ll_ax):
+        ax.grid(alpha=0.3)
     return fig
 
 

@@ -1,28 +1,27 @@
 """Stopping a training run without losing it, and continuing it from its directory.
 
-``train --out DIR`` keeps ``DIR`` at the last completed epoch: ``metrics.jsonl``, the
-checkpoint ``params.npz`` (whose metadata holds the training flags and the epoch) and,
-for an optax optimizer, ``opt_state.npz``, the optimizer's state. That is all a run
-needs to go on exactly where it stopped: the shuffling keys of the later epochs are
-split from the seed, so ``fit(..., params=..., opt_state=..., start_epoch=k)`` gives
-the same parameters, bit for bit, as a run that was never stopped.
+``train --out DIR`` keeps ``DIR`` at the last completed epoch: ``metrics.jsonl`` and
+the checkpoint ``params.npz``, whose metadata holds the training flags and the epoch
+and which, for an optax optimizer, also holds the optimizer's state after that
+epoch. That is all a run needs to go on exactly where it stopped: the shuffling
+keys of the later epochs are split from the seed, so ``fit(..., params=...,
+opt_state=..., start_epoch=k)`` gives the same parameters, bit for bit, as a run
+that was never stopped.
 
-``opt_state.npz`` is an uncompressed ``.npz`` of the state's leaves, in
-``jax.tree.leaves`` order (``leaf_0``, ``leaf_1``, ...), and a JSON string with the
-epoch; nothing is pickled, and the tree's structure comes from the optimizer itself
-on loading. It is written atomically, before the checkpoint, and both record their
-epoch, so a mismatch between them is detected rather than trained on.
+Parameters and optimizer state are one file, replaced in one rename after the
+epoch's metrics line is appended, so a kill at any moment (SIGKILL included) leaves
+one consistent epoch: :func:`load_run` trusts the checkpoint and cuts
+``metrics.jsonl`` back to it. SIGINT and SIGTERM are held back while an epoch is
+written (:func:`interrupts_deferred`) and then raise :class:`Interrupted`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import signal
 import threading
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -32,79 +31,100 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jax_softmax.checkpoint import load_params, read_checkpoint, write_atomically
+from jax_softmax.checkpoint import CheckpointError, load_params, read_checkpoint, read_opt_state_leaves
 from jax_softmax.data import Mnist
 from jax_softmax.gradients import make_optimizer
 from jax_softmax.model import Params
-from jax_softmax.run_dir import METRICS_FILE, OPT_STATE_FILE, PARAMS_FILE, read_metrics
+from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, cut_metrics, read_metrics
 from jax_softmax.train import EpochMetrics
 
-OPT_STATE_FORMAT = "jax-softmax-opt-state/1"
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class ResumeError(ValueError):
     """A run directory cannot be continued as asked."""
 
 
-def save_opt_state(path: str | os.PathLike, opt_state: optax.OptState, epoch: int) -> Path:
-    """Saves an optimizer's state after ``epoch`` to an ``.npz`` file, atomically.
+class Interrupted(KeyboardInterrupt):
+    """SIGINT (Ctrl-C) or SIGTERM (what schedulers send to stop a job) arrived.
 
-    Args:
-      path: the file to write (conventionally ``DIR/opt_state.npz``).
-      opt_state: the optax state, a pytree of arrays.
-      epoch: the number of completed epochs it belongs to.
+    A ``KeyboardInterrupt``, so that code which stops cleanly on Ctrl-C does so on
+    both. ``signum`` says which; ``exit_status`` is the shell's ``128 + signum``
+    (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+def raise_on_stop_signals() -> list[int]:
+    """Makes SIGINT and SIGTERM raise :class:`Interrupted` in the main thread, once.
+
+    The first signal raises; later ones are only recorded, so that the code stopping
+    because of the first one is not itself interrupted. Every signal is recorded in
+    the returned list, which lets a caller find one that a library swallowed (caught
+    the exception and went on) with :func:`check_interrupted`.
+
+    A signal that is ignored (``SIG_IGN``, as ``nohup`` sets) stays ignored.
 
     Returns:
-      ``path`` as a ``Path``.
+      The list the handler appends each received signal number to.
     """
-    leaves = [np.array(leaf) for leaf in jax.tree.leaves(opt_state)]  # copies: the state is donated next
-    metadata = json.dumps({"format": OPT_STATE_FORMAT, "epoch": int(epoch), "num_leaves": len(leaves)})
-    arrays = {f"leaf_{i}": leaf for i, leaf in enumerate(leaves)}
-    return write_atomically(path, lambda f: np.savez(f, metadata=np.array(metadata), **arrays))
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        if len(received) == 1:
+            raise Interrupted(signum)
+
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) != signal.SIG_IGN:  # nohup and background jobs ignore SIGINT
+            signal.signal(signum, handler)
+    return received
 
 
-def load_opt_state(path: str | os.PathLike, like: optax.OptState) -> tuple[optax.OptState, int]:
-    """Loads a state written by :func:`save_opt_state` into the structure of ``like``.
+def check_interrupted(received: Sequence[int]) -> None:
+    """Raises :class:`Interrupted` if ``received`` (from :func:`raise_on_stop_signals`) holds a signal."""
+    if received:
+        raise Interrupted(received[0])
+
+
+def read_opt_state(path: str | os.PathLike, like: optax.OptState) -> optax.OptState:
+    """Loads the optimizer state stored in a checkpoint into the structure of ``like``.
 
     Args:
-      path: the ``.npz`` file.
+      path: a checkpoint written by ``save_params(..., opt_state=...)``.
       like: a state of the same optimizer for the same parameters (from
         ``optimizer.init(params)``): its tree, shapes and dtypes must match.
 
     Returns:
-      ``(opt_state, epoch)``.
+      The state.
 
     Raises:
-      ResumeError: (a ``ValueError``) naming the file, when it is missing, corrupt,
-        pickled, or does not fit ``like``.
+      ResumeError: (a ``ValueError``) naming the file, when the stored state does not
+        fit ``like``.
+      CheckpointError: for a missing or damaged checkpoint.
     """
     path = Path(path)
     template, treedef = jax.tree.flatten(like)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            text = str(archive["metadata"])
-            leaves = [archive[f"leaf_{i}"] for i in range(len(template))]
-            names = set(archive.files)
-    except FileNotFoundError:
-        raise ResumeError(f"{path}: no such file; the run's optimizer state is missing") from None
-    except (KeyError, ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
-        raise ResumeError(f"{path}: not an optimizer state this optimizer can use ({e})") from None
-    try:
-        metadata = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ResumeError(f"{path}: metadata is not valid JSON ({e})") from None
-    if metadata.get("format") != OPT_STATE_FORMAT or names != {
-        "metadata",
-        *(f"leaf_{i}" for i in range(len(template))),
-    }:
-        raise ResumeError(f"{path}: not an optimizer state of {len(template)} arrays for this optimizer")
+    leaves = read_opt_state_leaves(path)
+    if len(leaves) != len(template):
+        raise ResumeError(
+            f"{path}: holds an optimizer state of {len(leaves)} arrays, this optimizer needs "
+            f"{len(template)}; the run cannot be continued exactly"
+        )
     for i, (leaf, expected) in enumerate(zip(leaves, template, strict=True)):
         if leaf.shape != np.shape(expected) or leaf.dtype != np.asarray(expected).dtype:
             raise ResumeError(
                 f"{path}: array {i} is {leaf.dtype} {leaf.shape}, the optimizer needs "
                 f"{np.asarray(expected).dtype} {np.shape(expected)}"
             )
-    return jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves]), int(metadata["epoch"])
+    return jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
 
 
 class RunState(NamedTuple):
@@ -116,6 +136,7 @@ class RunState(NamedTuple):
       epoch: the number of completed epochs.
       metrics: the metrics of epochs ``1..epoch``.
       metadata: the checkpoint's metadata; ``metadata["training"]`` holds the flags.
+      repairs: sentences saying what loading cut away to reach a consistent epoch.
     """
 
     params: Params
@@ -123,6 +144,7 @@ class RunState(NamedTuple):
     epoch: int
     metrics: list[EpochMetrics]
     metadata: dict[str, Any]
+    repairs: tuple[str, ...] = ()
 
 
 def read_run_metadata(run_dir: str | os.PathLike) -> dict[str, Any]:
@@ -143,10 +165,18 @@ def read_run_metadata(run_dir: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise ResumeError(f"{run_dir} holds no {PARAMS_FILE}: no epoch of a run was completed there")
     metadata = read_checkpoint(path)[2]
-    if not isinstance(metadata.get("training"), dict) or not isinstance(metadata.get("epoch"), int):
+    training = metadata.get("training")
+    if (
+        not isinstance(training, dict)
+        or not isinstance(metadata.get("epoch"), int)
+        or not isinstance(training.get("optimizer"), str)
+        or not isinstance(training.get("lr"), (int, float))
+        or not isinstance(training.get("epochs"), int)
+    ):
         raise ResumeError(f"{path}: not written by 'train --out' (no training flags or epoch in it)")
     stopped = metadata.get("stopped")
     if stopped is not None:
+        stopped = stopped if isinstance(stopped, dict) else {}
         raise ResumeError(
             f"{run_dir}: the run stopped on a non-finite value at epoch {stopped.get('epoch')}, "
             f"step {stopped.get('step')}; with the same flags it would do so again, so start a new run "
@@ -195,15 +225,18 @@ def check_same_data(metadata: Mapping[str, Any], data: Mnist, source: str) -> No
         )
 
 
-def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> RunState:
+def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any], *, repair: bool = True) -> RunState:
     """Loads what continuing a run needs: its parameters, optimizer state and metrics.
 
-    A ``metrics.jsonl`` with lines beyond the checkpoint's epoch (the run was killed
-    between the two writes) is cut back to the checkpoint's epoch, atomically.
+    The checkpoint ``params.npz`` is the run's last consistent epoch. ``metrics.jsonl``
+    lines beyond it, or a last line cut off mid-write (what a run stopped between its
+    two writes leaves), are cut away, atomically, and said so in ``repairs``.
 
     Args:
-      run_dir: the run directory.
+      run_dir: the run directory; hold its lock (:func:`jax_softmax.run_dir.lock_run`).
       metadata: its checkpoint metadata, from :func:`read_run_metadata`.
+      repair: cut ``metrics.jsonl`` back in place; ``False`` only reads it (the
+        processes of a multi-process run other than the writer).
 
     Returns:
       The :class:`RunState`.
@@ -217,28 +250,29 @@ def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> RunStat
     epoch = int(metadata["epoch"])
     params = load_params(run_dir / PARAMS_FILE).params
     flags = metadata["training"]
-    optimizer = make_optimizer(flags["optimizer"], flags["lr"])
+    try:
+        optimizer = make_optimizer(flags["optimizer"], flags["lr"])
+    except ValueError as e:
+        raise CheckpointError(f"{run_dir / PARAMS_FILE}: {e}") from None
     opt_state: optax.OptState = ()
     if optimizer is not None:
-        opt_state, state_epoch = load_opt_state(run_dir / OPT_STATE_FILE, optimizer.init(params))
-        if state_epoch != epoch:
-            raise ResumeError(
-                f"{run_dir}: {OPT_STATE_FILE} is from epoch {state_epoch} but {PARAMS_FILE} from epoch "
-                f"{epoch}; the run cannot be continued exactly"
-            )
+        opt_state = read_opt_state(run_dir / PARAMS_FILE, optimizer.init(params))
     metrics_path = run_dir / METRICS_FILE
     if not metrics_path.is_file():
         raise ResumeError(f"{run_dir}: {METRICS_FILE} is missing")
-    metrics = read_metrics(metrics_path)
-    if [m.epoch for m in metrics[:epoch]] != list(range(1, epoch + 1)):
+    repaired = None
+    if repair:
+        try:
+            repaired = cut_metrics(metrics_path, epoch)
+        except ValueError as e:
+            raise ResumeError(f"{e}; the run's metrics are lost") from None
+    metrics = read_metrics(metrics_path)[:epoch]
+    if [m.epoch for m in metrics] != list(range(1, epoch + 1)):
         raise ResumeError(
             f"{metrics_path}: holds epochs {[m.epoch for m in metrics]}, expected 1 to {epoch} "
             f"as in {PARAMS_FILE}"
         )
-    if len(metrics) > epoch:
-        kept = metrics_path.read_text(encoding="utf-8").split("\n")[:epoch]
-        write_atomically(metrics_path, lambda f: f.write("".join(line + "\n" for line in kept).encode()))
-    return RunState(params, opt_state, epoch, metrics[:epoch], dict(metadata))
+    return RunState(params, opt_state, epoch, metrics, dict(metadata), (repaired,) if repaired else ())
 
 
 def describe_flags(flags: Mapping[str, Any], names: Sequence[str]) -> str:
@@ -252,22 +286,29 @@ def describe_flags(flags: Mapping[str, Any], names: Sequence[str]) -> str:
 
 @contextlib.contextmanager
 def interrupts_deferred() -> Iterator[None]:
-    """Holds Ctrl-C (SIGINT) back while the block runs, then delivers it.
+    """Holds SIGINT (Ctrl-C) and SIGTERM back while the block runs, then delivers them.
 
-    Writing one epoch to a run directory takes several files; an interrupt between
-    them would leave the directory describing two different epochs. Inside the block
-    a SIGINT is only recorded; when the block ends, the previous handler gets it (by
-    default, ``KeyboardInterrupt`` is raised there). Outside the main thread, where
-    signal handlers cannot be set, the block runs unprotected.
+    Inside the block a signal is only recorded; when the block ends, the first one
+    goes to the handler that was there before: by default ``KeyboardInterrupt`` is
+    raised for SIGINT, and the process ends for SIGTERM. Outside the main thread,
+    where signal handlers cannot be set, the block runs unprotected.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
     received: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: received.append(signum))
+    previous: dict[int, Any] = {}
     try:
+        for signum in STOP_SIGNALS:
+            previous[signum] = signal.signal(signum, lambda signum, frame: received.append(signum))
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-    if received and callable(previous):
-        previous(signal.SIGINT, None)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if received:
+        signum = received[0]
+        handler = previous[signum]
+        if callable(handler):
+            handler(signum, None)
+        elif handler == signal.SIG_DFL:
+            signal.raise_signal(signum)

@@ -3,19 +3,24 @@
 ``train --out DIR`` fills it through these functions::
 
     DIR/metrics.jsonl   one JSON object per epoch, appended and synced as training goes
-    DIR/params.npz      the parameters after the last completed epoch, with metadata
-    DIR/opt_state.npz   an optax optimizer's state after that epoch, for --resume
+    DIR/params.npz      the parameters after the last completed epoch, with metadata and,
+                        for an optax optimizer, its state after the same epoch
     DIR/curves.png      loss and accuracy against epoch
     DIR/weights.png     the ten weight templates
     DIR/confusion.png   the test-set confusion matrix
+    DIR/.lock           held by the process writing the run (see :func:`lock_run`)
 
-:func:`epoch_writer` returns the ``callback(metrics, params)`` that :func:`fit`
-calls after each epoch: it appends the metrics line and saves the checkpoint, so
-the directory always describes the last completed epoch, whatever stops the run.
+:func:`epoch_writer` returns the callback that :func:`fit` calls after each epoch:
+it appends the metrics line, then replaces the checkpoint in one rename. The
+checkpoint is the commit point: whatever stops the run, and whenever, ``params.npz``
+holds one complete epoch (parameters and optimizer state together), and
+``metrics.jsonl`` holds that epoch's lines, plus at most one more (whole or cut off)
+that :func:`jax_softmax.resume.load_run` cuts away.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -27,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from jax_softmax import plots
-from jax_softmax.checkpoint import save_params
+from jax_softmax.checkpoint import save_params, write_atomically
 from jax_softmax.data import Mnist, Split
 from jax_softmax.evaluation import confusion_matrix
 from jax_softmax.model import Params, predict
@@ -39,8 +44,9 @@ CURVES_FILE = "curves.png"
 WEIGHTS_FILE = "weights.png"
 CONFUSION_FILE = "confusion.png"
 RUN_FILES = (METRICS_FILE, PARAMS_FILE, CURVES_FILE, WEIGHTS_FILE, CONFUSION_FILE)
-# The optimizer's state, for --resume (jax_softmax.resume); only optax optimizers have one.
+# Where earlier versions kept the optimizer's state; removed with the run's files.
 OPT_STATE_FILE = "opt_state.npz"
+LOCK_FILE = ".lock"
 
 IMAGE_SHAPE = (28, 28)
 PIXEL_DIVISOR = 255.0  # inputs are uint8 pixels divided by this, in [0, 1]
@@ -48,6 +54,118 @@ PIXEL_DIVISOR = 255.0  # inputs are uint8 pixels divided by this, in [0, 1]
 
 class RunExistsError(FileExistsError):
     """The output directory already holds a run."""
+
+
+class RunInUseError(RuntimeError):
+    """Another process is writing the run directory."""
+
+
+class RunWriteError(OSError):
+    """A file of the run directory could not be written (disk full, permissions, ...)."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory, held until :meth:`release` (or the process ends).
+
+    The lock is ``flock`` on ``DIR/.lock``, which the kernel releases when its holder
+    exits, however it exits: a killed run leaves at most an unlocked file, which blocks
+    nothing. The file holds the holder's process id, for messages; :meth:`release`
+    removes it.
+    """
+
+    def __init__(self, fd: int | None, path: Path):
+        self._fd = fd
+        self.path = path
+
+    def release(self) -> None:
+        if self._fd is not None:
+            # Removed while still locked: a process that opened the file just before takes
+            # the lock of a file no longer there, sees that, and tries again.
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+
+def lock_run(out_dir: str | os.PathLike) -> RunLock:
+    """Takes the run directory's writer lock, or says which process holds it.
+
+    Creating the lock file is also the first write to ``out_dir``, so an unwritable
+    directory is found here, before any training.
+
+    Args:
+      out_dir: an existing directory.
+
+    Returns:
+      The held :class:`RunLock`. Where ``flock`` does not exist (Windows), a lock that
+      holds nothing.
+
+    Raises:
+      RunInUseError: another live process holds the lock; the message names its
+        process id and the directory.
+      OSError: the lock file cannot be created or written.
+    """
+    out_dir = Path(out_dir)
+    path = out_dir / LOCK_FILE
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        return RunLock(None, path)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            try:
+                current = os.stat(path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                break
+            os.close(fd)  # the holder removed the file as we locked it: lock the new one
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunInUseError(
+                f"{out_dir} is in use: process {holder} is writing a run there; wait for it to end "
+                "(or stop it), or choose another directory"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        raise
+    return RunLock(fd, path)
+
+
+def remove_temp_files(out_dir: str | os.PathLike) -> list[Path]:
+    """Removes the temporary files that saves killed midway left in ``out_dir``.
+
+    Call while holding the directory's lock, so that no live save's file is taken.
+
+    Returns:
+      The paths removed.
+    """
+    out_dir = Path(out_dir)
+    removed = []
+    for name in (*RUN_FILES, OPT_STATE_FILE):
+        for path in out_dir.glob(f".{name}.*.tmp"):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(path)
+    return removed
 
 
 def start_run(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -65,15 +183,26 @@ def start_run(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
         ``overwrite`` is false.
       NotADirectoryError: ``out_dir`` is a file.
     """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise NotADirectoryError(f"{out_dir}: exists and is not a directory")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_run_dir(out_dir)
     present = [name for name in (*RUN_FILES, OPT_STATE_FILE) if (out_dir / name).exists()]
     if present and not overwrite:
         raise RunExistsError(f"{out_dir} already holds a run ({', '.join(present)})")
     for name in present:
         (out_dir / name).unlink()
+    return out_dir
+
+
+def make_run_dir(out_dir: str | os.PathLike) -> Path:
+    """Creates ``out_dir`` with its parents if missing; refuses a file.
+
+    Raises:
+      NotADirectoryError: ``out_dir`` is a file.
+      OSError: it cannot be created.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotADirectoryError(f"{out_dir}: exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
     return out_dir
 
 
@@ -163,9 +292,7 @@ def check_pixel_scaling(metadata: Mapping[str, Any], source: str) -> None:
         )
 
 
-def epoch_writer(
-    out_dir: str | os.PathLike, metadata: Mapping[str, Any]
-) -> Callable[[EpochMetrics, Params], None]:
+def epoch_writer(out_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> Callable[..., None]:
     """The per-epoch callback for :func:`fit` that keeps ``out_dir`` up to date.
 
     Args:
@@ -174,17 +301,67 @@ def epoch_writer(
         ``epoch``, the number of the epoch just completed.
 
     Returns:
-      ``callback(metrics, params)``: appends ``metrics`` to ``metrics.jsonl`` and
-      saves ``params`` to ``params.npz`` (atomically).
+      ``callback(metrics, params, opt_state=())``: appends ``metrics`` to
+      ``metrics.jsonl``, then saves ``params`` and ``opt_state`` together to
+      ``params.npz`` (atomically). It serves as ``fit``'s ``callback`` and as its
+      ``checkpoint_callback``. It raises :class:`RunWriteError` (an ``OSError``)
+      naming the file it could not write and the epoch the directory still holds.
     """
     out_dir = Path(out_dir)
     metadata = dict(metadata)
 
-    def write_epoch(metrics: EpochMetrics, params: Params) -> None:
-        append_metrics(out_dir / METRICS_FILE, metrics)
-        save_params(out_dir / PARAMS_FILE, params, {**metadata, "epoch": metrics.epoch})
+    def write_epoch(metrics: EpochMetrics, params: Params, opt_state: Any = ()) -> None:
+        for path, write in (
+            (out_dir / METRICS_FILE, lambda: append_metrics(out_dir / METRICS_FILE, metrics)),
+            (
+                out_dir / PARAMS_FILE,
+                lambda: save_params(
+                    out_dir / PARAMS_FILE, params, {**metadata, "epoch": metrics.epoch}, opt_state=opt_state
+                ),
+            ),
+        ):
+            try:
+                write()
+            except OSError as e:
+                kept = metrics.epoch - 1
+                holds = f"epoch {kept}, the last saved" if kept else "no completed epoch"
+                raise RunWriteError(
+                    f"could not write {path} ({e.strerror or e}); {out_dir} holds {holds}"
+                ) from None
 
     return write_epoch
+
+
+def cut_metrics(path: str | os.PathLike, epoch: int) -> str | None:
+    """Cuts ``metrics.jsonl`` back to its first ``epoch`` lines, atomically, if it holds more.
+
+    Lines beyond the checkpoint's epoch, or a last line cut off mid-write, are what a
+    run stopped between its two writes leaves; training on from the checkpoint would
+    append to them.
+
+    Returns:
+      A sentence saying what was cut, or ``None`` when nothing was.
+
+    Raises:
+      ValueError: the file holds fewer than ``epoch`` whole lines.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    whole, tail = lines[:-1], lines[-1]
+    if len(whole) < epoch:
+        raise ValueError(f"{path}: holds {len(whole)} complete epochs, the checkpoint {epoch}")
+    if len(whole) == epoch and not tail:
+        return None
+    kept = b"".join(line + b"\n" for line in whole[:epoch])
+    write_atomically(path, lambda f: f.write(kept))
+    parts = []
+    if len(whole) > epoch:
+        parts.append(f"{len(whole) - epoch} epoch line{'s' * (len(whole) - epoch != 1)} beyond it")
+    if tail:
+        parts.append(f"a last line cut off mid-write ({len(tail)} bytes)")
+    removed = " and ".join(parts)
+    return f"{path}: cut back to epoch {epoch}, the last saved in {PARAMS_FILE} (removed {removed})"
 
 
 def write_plots(

@@ -20,6 +20,7 @@ wrong shape or value, naming the argument, what it must be and what it is.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import jax
@@ -105,6 +106,36 @@ def check_finite(value: Any, name: str) -> None:
     raise ValueError(
         f"{name} must be finite, got {count} NaN or infinite value{'s' * (count != 1)}, "
         f"the first ({float(values[first])}) at index {_index(first)}"
+    )
+
+
+class RawPixelsWarning(UserWarning):
+    """Inputs look like raw 0-255 pixel values: the model expects them in [0, 1]."""
+
+
+def looks_like_raw_pixels(x: Any) -> bool:
+    """Whether concrete inputs look like raw 0-255 pixels: none negative, some above 1.5, none above 255.
+
+    Tracers and non-numeric values give ``False``.
+    """
+    if not is_concrete(x):
+        return False
+    dtype = getattr(x, "dtype", None) or np.asarray(x).dtype
+    if not (_is_floating(dtype) or _is_integer(dtype)) or np.size(x) == 0:
+        return False
+    xp, values = _readable(x)
+    low, high = float(xp.min(values)), float(xp.max(values))
+    return low >= 0 and 1.5 < high <= 255
+
+
+def warn_raw_pixels(name: str, stacklevel: int = 2) -> None:
+    """Warns (:class:`RawPixelsWarning`) that ``name`` looks like raw 0-255 pixels, naming the fix."""
+    warnings.warn(
+        f"{name} looks like raw 0-255 pixels (values up to 255, none negative): divide by 255 "
+        "(x / 255.0) to feed pixels in [0, 1]; at 255 times the scale the steps are far too large "
+        "and training learns little",
+        RawPixelsWarning,
+        stacklevel=stacklevel + 1,
     )
 
 

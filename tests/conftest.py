@@ -1,8 +1,7 @@
-"""Shared fixtures: the MNIST directory, 64-bit mode, loud broadcasting, compile counting."""
+"""Shared fixtures: the MNIST directory, loud broadcasting, no persistent compilation cache."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
@@ -18,8 +17,6 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 # the user's home): off for the tests and the commands they start, which would
 # otherwise compile less and count fewer compilations after one another.
 os.environ[CACHE_DIR_ENV] = ""
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def mnist_dir_or_none() -> Path | None:
@@ -43,32 +40,3 @@ def mnist(mnist_dir):
     from jax_softmax import load_mnist
 
     return load_mnist(mnist_dir)
-
-
-@contextlib.contextmanager
-def x64():
-    """64-bit JAX inside the block only."""
-    if hasattr(jax, "enable_x64"):
-        with jax.enable_x64(True):
-            yield
-    else:  # older JAX
-        from jax.experimental import enable_x64
-
-        with enable_x64():
-            yield
-
-
-@contextlib.contextmanager
-def count_compiles():
-    """Counts XLA backend compilations inside the block: ``with count_compiles() as n: ...; n[0]``."""
-    count = [0]
-
-    def listener(name, duration, **kwargs):
-        if name == "/jax/core/compile/backend_compile_duration":
-            count[0] += 1
-
-    jax.monitoring.register_event_duration_secs_listener(listener)
-    try:
-        yield count
-    finally:
-        jax.monitoring.unregister_event_duration_listener(listener)

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO, x64
+from helpers import REPO, x64
 
 import jax_softmax as js
 from jax_softmax.checkpoint import CheckpointError

@@ -1,11 +1,10 @@
 """The command line: end to end on real MNIST, --json, and one-line errors."""
 
 import json
-import os
-import subprocess
 import sys
 
 import pytest
+from helpers import run_cli
 
 from jax_softmax.cli import main
 
@@ -34,16 +33,6 @@ def test_human_output_and_float64(mnist_dir):
     assert "epoch   1/1" in result.stdout and "test accuracy" in result.stdout
     accuracy = float(result.stdout.split("test accuracy")[1].split("%")[0])
     assert accuracy > 85
-
-
-def run_cli(*args, env=None):
-    return subprocess.run(
-        [sys.executable, "-m", "jax_softmax", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **(env or {})},
-    )
 
 
 @pytest.mark.parametrize(

@@ -4,15 +4,13 @@ the classification rules, the outputs, and the library's own finiteness on raw p
 import contextlib
 import dataclasses
 import json
-import os
-import subprocess
 import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import x64
+from helpers import run_cli, x64
 
 import jax_softmax as js
 from jax_softmax.cli import main
@@ -21,21 +19,24 @@ from jax_softmax.diagnose import CAUSES, EXP_LIMITS
 NUM_CLASSES = 4
 
 
-def synthetic_digits(n_train=2000, n_val=500, num_features=64, seed=0):
+def synthetic_digits(n_train=2000, n_val=500, num_features=64, seed=0, flip=0.05):
     """Raw uint8 "images": each class lights a fixed random 30% of the pixels (150-255, the
-    rest 0-39), with 5% of the pixels flipped. As with MNIST, one SGD step at learning rate
-    0.1 on these raw pixels makes logits in the thousands."""
+    rest 0-39), with a share ``flip`` of the pixels flipped. As with MNIST, one SGD step at
+    learning rate 0.1 on these raw pixels makes logits in the thousands."""
     rng = np.random.default_rng(seed)
     templates = rng.random((NUM_CLASSES, num_features)) < 0.3
     n = n_train + n_val
     y = rng.integers(0, NUM_CLASSES, n).astype(np.int32)
-    lit = templates[y] ^ (rng.random((n, num_features)) < 0.05)
+    lit = templates[y] ^ (rng.random((n, num_features)) < flip)
     x = np.where(lit, rng.integers(150, 256, (n, num_features)), rng.integers(0, 40, (n, num_features)))
     x = x.astype(np.uint8)
     return (x[:n_train], y[:n_train]), (x[n_train:], y[n_train:])
 
 
 SYNTHETIC = synthetic_digits()
+# With 30% of the pixels flipped some images are still misclassified after a step, and
+# by a margin of thousands: their true-class probability is exactly 0 in a shifted softmax.
+NOISY = synthetic_digits(flip=0.3)
 CONFIG = js.DiagnoseConfig(epochs=3, batch_size=50, num_classes=NUM_CLASSES, log_every=5)  # 120 steps
 
 
@@ -92,6 +93,41 @@ def test_stable_softmax_survives_the_same_raw_logits():
     assert stable.verdict.cause is None
     assert np.isfinite(stable.log.log_likelihood).all()
     assert stable.final_val_accuracy >= 0.95
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shifted_softmax_zeroes_probabilities_while_the_model_learns(dtype):
+    shifted = diagnose("correct", "raw", "shifted", dtype, data=NOISY)
+    stable = diagnose("correct", "raw", "stable", dtype, data=NOISY)
+    assert shifted.verdict.cause == "underflow" and shifted.verdict.mechanism == "underflow"
+    step = shifted.verdict.collapse_step
+    assert step == 2  # the first step after one update on raw pixels
+    i = step - 1
+    # Nothing overflows: every exponent is at most 0. The true digit's probability is 0 for
+    # some images, so the batch log-likelihood is -inf.
+    assert not shifted.log.exp_overflow.any() and shifted.log.log_likelihood[i] == -np.inf
+    assert shifted.zero_true_probs_at_collapse == shifted.log.zero_true_probs[i] > 0
+    assert shifted.log.worst_nll[i] > -EXP_LIMITS[dtype][1]
+    assert shifted.log.max_abs_logit[i] > 1000
+    # The weights stay finite and the classifier keeps learning, as far as the stable run does.
+    assert shifted.log.params_finite.all() and shifted.model_survived
+    assert shifted.best_val_accuracy > 0.9 > shifted.val_accuracy_at_collapse
+    assert shifted.best_val_accuracy > float(np.max(shifted.log.val_accuracy[shifted.log.val_steps < step]))
+    assert abs(shifted.final_val_accuracy - stable.final_val_accuracy) < 0.05
+    # The same logits through log_softmax: finite, and no probability of 0 to take the log of.
+    assert stable.log.max_abs_logit[i] == shifted.log.max_abs_logit[i]
+    assert stable.verdict.cause is None and np.isfinite(stable.log.log_likelihood).all()
+    assert (stable.log.zero_true_probs == 0).all()
+    words = shifted.explanation()
+    assert f"for {shifted.log.zero_true_probs[i]} of the 50 images" in words
+    assert "the weights stayed finite" in words and "not the model" in words
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_shifted_softmax_on_scaled_pixels_does_not_collapse(dtype):
+    d = diagnose("correct", "scaled", "shifted", dtype, data=NOISY)
+    assert d.verdict.cause is None and (d.log.zero_true_probs == 0).all()
+    assert np.isfinite(d.log.log_likelihood).all()
 
 
 def test_float32_underflows_where_float64_still_holds():
@@ -156,6 +192,7 @@ def make_log(n=6, **changes):
         "slope": -np.ones(n),
         "exp_overflow": np.zeros(n, bool),
         "true_prob_zero": np.zeros(n, bool),
+        "zero_true_probs": np.zeros(n, np.int32),
         "all_probs_zero": np.zeros(n, bool),
         "params_finite": np.ones(n, bool),
         "val_steps": np.arange(n + 1),
@@ -216,15 +253,27 @@ def synthetic_runs():
     return js.run_diagnosis(*SYNTHETIC, js.default_variants("float32"), CONFIG)
 
 
-def test_default_variants_are_the_question_each_fix_and_all_fixes():
+DEFAULT_NAMES = [
+    "as written",
+    "fix sign",
+    "fix sign, shifted softmax",
+    "fix pixels",
+    "fix softmax",
+    "all fixed",
+]
+
+
+def test_default_variants_are_the_question_each_fix_the_reproduction_and_all_fixes():
     variants = js.default_variants()
-    assert [v.name for v in variants] == ["as written", "fix sign", "fix pixels", "fix softmax", "all fixed"]
+    assert [v.name for v in variants] == DEFAULT_NAMES
     assert variants[0] == js.Variant("as_written", "raw", "naive", "float64")
+    assert variants[2] == js.Variant("correct", "raw", "shifted", "float64")
     assert variants[-1] == js.Variant("correct", "scaled", "stable", "float64")
     everything = js.all_variants()
-    assert len(everything) == len(set(everything)) == 16
-    assert len({v.name for v in everything}) == 16
-    assert everything[0] == js.Variant() and everything[8].dtype == "float32"  # the question's float64 first
+    assert len(everything) == len(set(everything)) == 24
+    assert len({v.name for v in everything}) == 24
+    assert everything[0] == js.Variant() and everything[12].dtype == "float32"  # the question's float64 first
+    assert {v.softmax for v in everything} == {"naive", "shifted", "stable"}
 
 
 def test_json_has_exactly_the_documented_fields(synthetic_runs):
@@ -241,19 +290,28 @@ def test_json_has_exactly_the_documented_fields(synthetic_runs):
             "cause",
             "best_val_accuracy",
             "final_val_accuracy",
+            "val_accuracy_at_collapse",
+            "zero_true_probs_at_collapse",
+            "batch_size",
         }
-    ] * 5
-    assert [r["cause"] for r in runs] == ["divergence", "overflow", "divergence", "divergence", None]
+    ] * 6
+    # SYNTHETIC is easy: one step classifies every image right, so no true-class
+    # probability is 0 in the shifted softmax (NOISY above shows the underflow).
+    assert [r["cause"] for r in runs] == ["divergence", "overflow", None, "divergence", "divergence", None]
     assert all(r["cause"] in (*CAUSES, None) and r["collapsed"] == (r["cause"] is not None) for r in runs)
     assert runs[-1]["collapse_step"] is None and runs[1]["collapse_step"] == 2
+    assert runs[-1]["zero_true_probs_at_collapse"] is None and runs[-1]["val_accuracy_at_collapse"] is None
+    assert runs[1]["zero_true_probs_at_collapse"] == synthetic_runs[1].log.zero_true_probs[1]
+    assert runs[1]["val_accuracy_at_collapse"] == synthetic_runs[1].log.val_accuracy[1]  # after step 1
+    assert all(r["batch_size"] == 50 for r in runs)
 
 
 def test_table_has_one_line_per_run_with_the_cause_in_words(synthetic_runs):
     lines = js.format_diagnosis(synthetic_runs).splitlines()
-    assert len(lines) == 1 + 5 and lines[0].startswith("variant")
+    assert len(lines) == 1 + 6 and lines[0].startswith("variant")
     assert "climbs the loss" in lines[1] and "overflowed to inf" in lines[1]
     assert "pixels were 0-255" in lines[2] and "at step 2" in lines[2]
-    assert "no collapse" in lines[5]
+    assert "no collapse" in lines[3] and "no collapse" in lines[6]
     log = js.format_diagnosis_log(synthetic_runs[1])
     assert "<- collapse" in log.splitlines()[4]  # header lines, step 0, step 1, step 2
 
@@ -264,6 +322,29 @@ def test_plot_is_written_atomically(synthetic_runs, tmp_path):
     js.plot_diagnosis(synthetic_runs, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["collapse.png"]
+
+
+def test_zero_probability_figure_draws_each_run_s_share_of_zeros(tmp_path):
+    pytest.importorskip("matplotlib")
+    runs = [
+        diagnose("correct", "raw", "shifted", data=NOISY),
+        diagnose("correct", "raw", "stable", data=NOISY),
+    ]
+    fig = js.plot_zero_probabilities(runs)
+    accuracy_ax, zero_ax, ll_ax = fig.axes
+    shifted, stable = (np.asarray(line.get_ydata()) for line in zero_ax.get_lines())
+    np.testing.assert_allclose(shifted, 100 * runs[0].log.zero_true_probs / CONFIG.batch_size)
+    assert shifted.max() > 0 and (stable == 0).all()
+    measured = runs[0].log.val_steps > 0
+    np.testing.assert_allclose(
+        accuracy_ax.get_lines()[0].get_ydata(), 100 * runs[0].log.val_accuracy[measured]
+    )
+    minus_inf = int(np.sum(runs[0].log.log_likelihood == -np.inf))
+    assert minus_inf > 0 and len(ll_ax.get_lines()[1].get_xdata()) == minus_inf  # one tick per -inf
+    path = js.save_figure(fig, tmp_path / "zeros.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ValueError, match="at least one Diagnosis"):
+        js.plot_zero_probabilities([])
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(synthetic_runs, tmp_path, monkeypatch):
@@ -381,6 +462,20 @@ def test_mnist_correct_sign_on_raw_pixels_overflows_or_underflows(mnist_runs):
 
 
 @pytest.mark.slow
+def test_mnist_shifted_softmax_reproduces_the_question_s_symptom(mnist_runs):
+    d = mnist_runs["fix sign, shifted softmax"]
+    assert d.verdict.cause == "underflow" and d.verdict.collapse_step == 2
+    assert not d.log.exp_overflow.any() and d.log.params_finite.all()
+    # Most of the batch's true digits get a probability of exactly 0 from step 2 on ...
+    assert d.zero_true_probs_at_collapse >= 50
+    assert (d.log.zero_true_probs[1:] > 0).mean() > 0.9
+    assert (d.log.log_likelihood[1:] == -np.inf).mean() > 0.9
+    # ... while the classifier learns on as the stable softmax does.
+    assert d.best_val_accuracy > 0.8 and d.final_val_accuracy > 0.6
+    assert mnist_runs["fix sign"].log.max_abs_logit[1] == d.log.max_abs_logit[1] > 10_000
+
+
+@pytest.mark.slow
 def test_mnist_scaled_pixels_show_the_question_s_zero_probability(mnist_runs):
     d = mnist_runs["fix pixels"]
     assert d.verdict.cause == "divergence" and d.verdict.mechanism == "underflow"
@@ -406,16 +501,6 @@ def test_mnist_fixed_pipeline_reaches_90_percent_without_collapse(mnist_runs):
 # The command line.
 
 
-def run_cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "jax_softmax", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=os.environ,
-    )
-
-
 @pytest.mark.slow
 def test_cli_json_and_plot(mnist_dir, tmp_path):
     plot = tmp_path / "collapse.png"
@@ -433,12 +518,14 @@ def test_cli_json_and_plot(mnist_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     runs = json.loads(result.stdout)["runs"]
-    assert [r["variant"] for r in runs] == [
-        f"{name}, float32" for name in ("as written", "fix sign", "fix pixels", "fix softmax", "all fixed")
-    ]
-    assert [r["cause"] for r in runs] == ["divergence", "overflow", "divergence", "divergence", None]
+    assert [r["variant"] for r in runs] == [f"{name}, float32" for name in DEFAULT_NAMES]
+    causes = ["divergence", "overflow", "underflow", "divergence", "divergence", None]
+    assert [r["cause"] for r in runs] == causes
+    reproduction = runs[2]
+    assert reproduction["collapse_step"] == 2 and reproduction["best_val_accuracy"] > 0.8
+    assert reproduction["zero_true_probs_at_collapse"] >= 50 and reproduction["batch_size"] == 200
     assert plot.read_bytes()[:4] == b"\x89PNG"
-    assert len(result.stderr.splitlines()) == 5  # one progress line per run
+    assert len(result.stderr.splitlines()) == 6  # one progress line per run
 
 
 @pytest.mark.parametrize(

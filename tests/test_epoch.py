@@ -7,17 +7,15 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import blobs
 
 import jax_softmax as js
 from jax_softmax.train import _stable_argsort_uint32
 
 
-def blobs(n=300, features=8, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, size=(classes, features))
-    y = rng.integers(0, classes, size=n)
-    x = centres[y] + rng.normal(size=(n, features))
-    return jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.int32)
+def device_blobs(n=300):
+    x, y = blobs(n=n)
+    return jnp.asarray(x), jnp.asarray(y)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 100, 4097, 54_000, 65_536, 70_001])
@@ -58,7 +56,7 @@ def replay(params, key, x, y, *, batch_size, grad, l2, lr):
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
 def test_sgd_epoch_matches_make_update(grad, l2):
     # Plain SGD carries the weights transposed; the updates must be the same.
-    x, y = blobs()
+    x, y = device_blobs()
     params = js.init_params(jax.random.key(1), 8, 3, scale=0.1)
     key = jax.random.key(2)
     epoch = jax.jit(partial(js.train_epoch, batch_size=32, grad=grad, optimizer=None, l2=l2))
@@ -71,7 +69,7 @@ def test_sgd_epoch_matches_make_update(grad, l2):
 
 
 def test_optax_epoch_matches_make_update():
-    x, y = blobs()
+    x, y = device_blobs()
     params = js.init_params(jax.random.key(1), 8, 3, scale=0.1)
     key = jax.random.key(3)
     adam = optax.adam(0.01)
@@ -85,7 +83,7 @@ def test_optax_epoch_matches_make_update():
 
 def test_literal_zero_l2_changes_nothing():
     # A literal 0 leaves the penalty out of the graph; a traced 0 keeps it: same numbers.
-    x, y = blobs(n=50)
+    x, y = device_blobs(n=50)
     params = js.init_params(jax.random.key(4), 8, 3, scale=0.1)
     for grad_fn in (js.autodiff_grad, js.manual_grad):
         literal = jax.jit(lambda p, x, y, grad_fn=grad_fn: grad_fn(p, x, y, 0.0))(params, x, y)
@@ -98,7 +96,7 @@ def test_literal_zero_l2_changes_nothing():
 
 def test_epoch_vmaps_over_learning_rates():
     # The epoch is a pure function: a vmap over models equals separate runs.
-    x, y = blobs()
+    x, y = device_blobs()
     params = js.init_params(jax.random.key(5), 8, 3, scale=0.1)
     key = jax.random.key(6)
     epoch = partial(js.train_epoch, batch_size=30, grad="manual", optimizer=None, l2=0.0)

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compiles, x64
+from helpers import count_compiles, x64
 from jax.test_util import check_grads
 
 import jax_softmax as js
@@ -23,6 +23,14 @@ SHAPES = {
     "mnist": (200, 784, 10),
     "odd": (37, 13, 7),
 }
+
+
+def all_devices() -> list:
+    """Every device of every backend present: the accelerator's and the host CPU's."""
+    devices = list(jax.devices())
+    if jax.default_backend() != "cpu":
+        devices += jax.devices("cpu")
+    return devices
 
 
 def relative_error(a: js.Params, b: js.Params) -> float:
@@ -60,7 +68,7 @@ def problem(kind: str, shape: tuple[int, int, int], dtype: str, device):
     return js.Params(put(w), put(b)), put(x), put(y, jnp.int32)
 
 
-@pytest.mark.parametrize("device", jax.devices(), ids=lambda d: f"{d.platform}{d.id}")
+@pytest.mark.parametrize("device", all_devices(), ids=lambda d: f"{d.platform}{d.id}")
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
 @pytest.mark.parametrize("kind", ["standard", "extreme", "saturated"])

@@ -4,8 +4,6 @@ import concurrent.futures
 import gzip
 import math
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from idx_files import idx_bytes, write_idx, write_mnist_like
@@ -453,12 +452,6 @@ def test_mnist_files_of_the_wrong_kind(tmp_path, stem, array, message):
 # The command line: one line on stderr, exit status 2, no traceback.
 
 
-def run_cli(args):
-    return subprocess.run(
-        [sys.executable, "-m", "jax_softmax", *args], capture_output=True, text=True, timeout=120
-    )
-
-
 # name -> (arguments, what stderr must say); {tmp} is a directory holding the files
 # made by _cli_files, {missing} a path that does not exist.
 CLI_CASES = {
@@ -528,7 +521,7 @@ def cli_results(tmp_path_factory):
     fill = {"tmp": str(tmp), "missing": str(tmp / "missing")}
     with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         futures = {
-            name: pool.submit(run_cli, [arg.format(**fill) for arg in args])
+            name: pool.submit(run_cli, *[arg.format(**fill) for arg in args], timeout=120)
             for name, (args, _) in CLI_CASES.items()
         }
         return {

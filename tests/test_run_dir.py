@@ -5,22 +5,15 @@ import math
 
 import numpy as np
 import pytest
+from helpers import blobs
 from PIL import Image
 
 import jax_softmax as js
 from jax_softmax.run_dir import RUN_FILES, RunExistsError
 
 
-def blobs(n=600, features=784, classes=10, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.random((classes, features))
-    y = rng.integers(0, classes, size=n)
-    x = np.clip(centres[y] + 0.1 * rng.normal(size=(n, features)), 0, 1)
-    return js.Split(x.astype(np.float32), y.astype(np.int32))
-
-
 def fake_mnist():
-    return js.Mnist(blobs(500), blobs(100, seed=1), blobs(100, seed=2))
+    return js.Mnist(*(js.Split(*blobs(n, 784, 10, seed)) for n, seed in ((500, 0), (100, 1), (100, 2))))
 
 
 def test_start_run_refuses_to_mix_runs(tmp_path):

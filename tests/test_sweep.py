@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import assert_trees_close, blobs
 
 import jax_softmax as js
 from jax_softmax.cli import main
@@ -23,24 +24,10 @@ from jax_softmax.sweep import (
 RUN_KEYS = {"lr", "l2", "seed", "batch_size", "val_accuracy", "val_loss", "test_accuracy", "diverged"}
 
 
-def blobs(n=500, features=8, classes=3, seed=0):
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, size=(classes, features))
-    y = rng.integers(0, classes, size=n)
-    x = centres[y] + rng.normal(size=(n, features))
-    return x.astype(np.float32), y.astype(np.int32)
-
-
 @pytest.fixture(scope="module")
 def splits():
-    x, y = blobs()
+    x, y = blobs(n=500)
     return (x[:300], y[:300]), (x[300:400], y[300:400]), (x[400:], y[400:])
-
-
-def assert_params_close(actual, expected, rtol):
-    for a, e in zip(actual, expected, strict=True):
-        scale = float(np.abs(e).max())
-        np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=0, atol=rtol * scale)
 
 
 @pytest.mark.parametrize(
@@ -90,7 +77,7 @@ def test_every_member_equals_a_separate_fit(splits, grad, optimizer, lrs, batch_
             num_classes=3,
         )
         assert not run.diverged
-        assert_params_close(run.params, params, rtol)
+        assert_trees_close(run.params, params, rtol)
         assert run.val_loss == pytest.approx(history.epochs[-1].val_loss, rel=10 * rtol)
         assert run.val_accuracy == pytest.approx(history.epochs[-1].val_accuracy, abs=0.011)
         assert run.train_loss == pytest.approx(history.epochs[-1].train_loss, rel=10 * rtol)
@@ -131,7 +118,7 @@ def test_diverged_members_are_reported_and_leave_the_others_unchanged(splits):
     for run in (r for r in alone.runs if r.lr == 0.3):
         twin = next(r for r in mixed.runs if (r.lr, r.l2, r.seed) == (run.lr, run.l2, run.seed))
         assert not twin.diverged
-        assert_params_close(twin.params, run.params, 1e-6)
+        assert_trees_close(twin.params, run.params, 1e-6)
         assert twin.val_accuracy == run.val_accuracy
     assert "diverged" in format_sweep(mixed)
     json.dumps(mixed.to_json(), allow_nan=False)  # no NaN or inf reaches the JSON

@@ -1,22 +1,16 @@
 """fit: one compiled scan per epoch, reproducible, and accurate on real MNIST."""
 
+from functools import partial
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from conftest import count_compiles, x64
+from helpers import blobs, count_compiles, x64
 
 import jax_softmax as js
-
-
-def blobs(n=600, features=8, classes=3, seed=0):
-    """Linearly separable-ish Gaussian clusters."""
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(0, 3, size=(classes, features))
-    y = rng.integers(0, classes, size=n)
-    x = centres[y] + rng.normal(size=(n, features))
-    return x.astype(np.float32), y.astype(np.int32)
+from jax_softmax.gradients import train_step
 
 
 @pytest.mark.parametrize("grad", ["autodiff", "manual"])
@@ -113,6 +107,34 @@ def test_fit_rejects_non_finite_pixels_and_out_of_range_labels():
     x, y = blobs()
     with pytest.raises(ValueError, match="validation y must hold class labels in"):
         js.fit((x, y), (x, y + 1), num_classes=3)
+
+
+@pytest.mark.parametrize("grad", ["autodiff", "manual"])
+def test_the_transposed_layout_is_the_same_sgd_step_bit_for_bit(grad):
+    x, y = blobs(n=40)
+    params = js.init_params(jax.random.key(3), 8, 3, scale=0.5)
+    plain, _, plain_loss = jax.jit(partial(train_step, grad=grad, l2=1e-3))(params, (), x, y, 0.3)
+    flipped_step = jax.jit(partial(train_step, grad=grad, l2=1e-3, weights_transposed=True))
+    flipped, _, flipped_loss = flipped_step(js.Params(params.w.T, params.b), (), x, y, 0.3)
+    np.testing.assert_array_equal(flipped.w.T, plain.w)
+    np.testing.assert_array_equal(flipped.b, plain.b)
+    assert plain_loss == flipped_loss
+
+
+def test_make_update_compiles_train_step():
+    x, y = blobs(n=40)
+    params = js.init_params(jax.random.key(3), 8, 3, scale=0.5)
+    sgd = js.make_update("manual")
+    expected, _, _ = jax.jit(partial(train_step, grad="manual"))(params, (), x, y, 0.3)
+    np.testing.assert_array_equal(sgd(params, x, y, 0.3).w, expected.w)
+    adam = optax.adam(0.01)
+    state = adam.init(params)
+    new, new_state = js.make_update("autodiff", adam)(params, state, x, y)
+    expected, expected_state, _ = jax.jit(partial(train_step, optimizer=adam))(params, state, x, y, None)
+    np.testing.assert_array_equal(new.w, expected.w)
+    assert jax.tree.structure(new_state) == jax.tree.structure(expected_state)
+    with pytest.raises(ValueError, match="plain SGD only"):
+        train_step(params, state, x, y, None, optimizer=adam, weights_transposed=True)
 
 
 def test_pixel_features_are_the_host_features_bit_for_bit():

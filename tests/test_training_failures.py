@@ -22,9 +22,8 @@ from jax_softmax.resume import (
     ResumeError,
     check_same_data,
     interrupts_deferred,
-    load_opt_state,
     merge_flags,
-    save_opt_state,
+    read_opt_state,
 )
 from jax_softmax.train import _compile, shuffled_indices, train_epoch
 
@@ -190,25 +189,27 @@ def test_optimizer_state_round_trip_and_mismatches(tmp_path):
     params = js.init_params(jax.random.key(1), 20, NUM_CLASSES)
     adam = optax.adam(0.01)
     state = adam.update(params, adam.init(params), params)[1]
-    path = save_opt_state(tmp_path / "opt_state.npz", state, epoch=7)
-    loaded, epoch = load_opt_state(path, adam.init(params))
-    assert epoch == 7
+    path = js.save_params(tmp_path / "params.npz", params, {"epoch": 7}, opt_state=state)
+    assert js.read_checkpoint(path)[2]["opt_state_leaves"] == 5
+    loaded = read_opt_state(path, adam.init(params))
     assert jax.tree.structure(loaded) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         assert a.dtype == b.dtype
-    with pytest.raises(ResumeError, match="not an optimizer state of 1 arrays"):
-        load_opt_state(path, [params.w])
+    # The parameters read the same with or without the state beside them.
+    np.testing.assert_array_equal(np.asarray(js.load_params(path).params.w), np.asarray(params.w))
+    with pytest.raises(ResumeError, match="holds an optimizer state of 5 arrays, this optimizer needs 1"):
+        read_opt_state(path, [params.w])
     other = js.init_params(jax.random.key(1), 21, NUM_CLASSES)
     with pytest.raises(
         ResumeError, match=r"array 1 is float32 \(20, 4\), the optimizer needs float32 \(21, 4\)"
     ):
-        load_opt_state(path, adam.init(other))
-    with pytest.raises(ResumeError, match="no such file"):
-        load_opt_state(tmp_path / "missing.npz", adam.init(params))
+        read_opt_state(path, adam.init(other))
+    with pytest.raises(js.CheckpointError, match="no such file"):
+        read_opt_state(tmp_path / "missing.npz", adam.init(params))
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(ResumeError, match="bad.npz: not an optimizer state"):
-        load_opt_state(tmp_path / "bad.npz", adam.init(params))
+    with pytest.raises(js.CheckpointError, match="bad.npz: not an .npz checkpoint"):
+        read_opt_state(tmp_path / "bad.npz", adam.init(params))
 
 
 def test_merge_flags_and_data_check():
@@ -299,7 +300,7 @@ def test_ctrl_c_saves_the_last_epoch_and_resume_finishes_the_run_exactly(mnist_d
     )
     params, metadata = js.load_params(out / "params.npz")
     assert metadata["epoch"] == done and metadata["training"]["optimizer"] == "adam"
-    assert load_opt_state(out / "opt_state.npz", optax.adam(0.001).init(params))[1] == done
+    read_opt_state(out / "params.npz", optax.adam(0.001).init(params))  # the state of the same epoch
 
     status, _, err = train(
         ["--resume", str(out), "--batch-size", "100", "--data-dir", str(mnist_dir)], capsys

@@ -1,0 +1,50 @@
+"""SIGINT and SIGTERM while the command line starts or shuts down: one line, no traceback.
+
+Importing the package (and JAX with it) takes seconds, before the command line's own
+handlers (:func:`jax_softmax.resume.raise_on_stop_signals`) are set; after it has
+printed its result, the interpreter takes a moment to exit. A signal in either window
+would otherwise print a traceback from the middle of an import, or end the process
+silently. Nothing has been written or is left to save there, so the handler here
+prints one line and exits at once with the shell's status for the signal (130 for
+SIGINT, 143 for SIGTERM).
+
+It uses the built-in ``_signal`` module, not ``signal``, whose import alone builds
+enums for a noticeable time: this must be in place as early as possible.
+"""
+
+from __future__ import annotations
+
+import _signal
+import os
+import sys
+
+PROG = "jax-softmax"
+STOP_SIGNALS = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM"}
+
+
+def is_command_line() -> bool:
+    """Whether this process is the ``jax-softmax`` command (``python -m jax_softmax`` or the script)."""
+    argv0 = sys.argv[0] if sys.argv else ""
+    # While `python -m` imports the package, sys.argv[0] is "-m".
+    return argv0 == "-m" or os.path.basename(argv0).removesuffix(".exe") == PROG
+
+
+def exit_on_stop_signals(when: str) -> None:
+    """Makes SIGINT and SIGTERM print ``jax-softmax: <SIGNAL> while <when>; stopped`` and exit at once.
+
+    A signal that the parent set to be ignored (``nohup``, a background job) stays
+    ignored. Outside the main thread, where handlers cannot be set, nothing changes.
+    """
+
+    def handler(signum: int, frame: object) -> None:
+        try:
+            os.write(2, f"{PROG}: {STOP_SIGNALS.get(signum, signum)} while {when}; stopped\n".encode())
+        finally:
+            os._exit(128 + signum)
+
+    for signum in STOP_SIGNALS:
+        try:
+            if _signal.getsignal(signum) != _signal.SIG_IGN:
+                _signal.signal(signum, handler)
+        except ValueError:  # not the main thread
+            return

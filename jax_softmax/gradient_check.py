@@ -1,0 +1,516 @@
+"""Checks a hand-written gradient of the softmax-regression loss against ``jax.grad``.
+
+A hand-written gradient ``fn(w, b, x, y) -> (dw, db)`` of the mean negative
+log-likelihood (the loss of :func:`jax_softmax.loss`) is compared, in float64, with
+``jax.grad`` of that loss at several points: batches of 1, a small odd number and 200
+examples, each with the weights at zero (every probability 1/10) and at a random scale
+where the probabilities are far from uniform (logits with a standard deviation of
+about 5). The mistakes people make have a shape, and the verdict names it:
+
+- ``correct``: within the rounding of the dtype ``fn`` returns;
+- ``negated``: ``-1`` times the gradient, so that ``w - lr * dw`` climbs the loss;
+- ``scaled``: a constant multiple other than ``+-1`` (a sum over the batch instead of a
+  mean shows as a factor equal to the batch size at every batch size);
+- ``transposed``: ``dw`` comes back ``[num_classes, num_features]`` and is the transpose;
+- ``bias``: ``dw`` right, ``db`` wrong or missing;
+- ``wrong``: none of these, with where the largest difference is.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import math
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from jax_softmax.gradients import autodiff_grad
+from jax_softmax.model import Params
+
+VERDICTS: tuple[str, ...] = ("correct", "negated", "scaled", "transposed", "bias", "wrong")
+BATCH_SIZES: tuple[int, ...] = (1, 7, 200)
+LOGIT_SCALE = 5.0
+"""Standard deviation of the logits at the random weights: far from uniform probabilities."""
+ROUNDING_ULPS = 1000
+"""The tolerance, in units of the returned dtype's machine epsilon (float32: 1.2e-4, float64: 2.2e-13)."""
+MAX_TOLERANCE = 0.05
+"""The tolerance of the half-precision dtypes, whose 1000 epsilons would let any gradient within 100% pass."""
+
+
+class GradientCheckError(ValueError):
+    """The function under test could not be checked: it raised, or returned something unusable."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PointCheck:
+    """The comparison at one point.
+
+    Attributes:
+      batch_size: examples in the batch.
+      weights: ``"zero"`` or ``"random"`` (logits of standard deviation about 5).
+      relative_error_w: ``||dw - grad_w|| / ||grad_w||`` (Frobenius norms; ``dw``
+        transposed back when it came back ``[num_classes, num_features]``).
+      relative_error_b: the same for ``db``; ``None`` when ``db`` is missing.
+      factor: the ``c`` that makes ``c * grad`` closest to ``(dw, db)``, when it fits to
+        the tolerance (else ``None``).
+      factor_w: the same for ``dw`` alone.
+      largest_difference: where ``|fn - jax.grad|`` is largest: ``("w", i, k)`` or ``("b", k)``,
+        with the two values, ``(where, value, expected)``.
+    """
+
+    batch_size: int
+    weights: str
+    relative_error_w: float
+    relative_error_b: float | None
+    factor: float | None
+    factor_w: float | None
+    largest_difference: tuple[tuple[int | str, ...], float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientCheck:
+    """The verdict on a hand-written gradient.
+
+    Attributes:
+      verdict: one of :data:`VERDICTS`.
+      message: the verdict in words, with the figures.
+      relative_error_w, relative_error_b, factor: as in :class:`PointCheck`, at the
+        largest batch with the larger of its two errors.
+      batch_size: that batch's size.
+      dtype: the dtype ``fn`` returned (the lower precision of ``dw`` and ``db``).
+      tolerance: the relative error allowed for that dtype.
+      inputs: ``"given"`` (drawn from ``x`` and ``y``) or ``"random"``.
+      points: every comparison, in order.
+    """
+
+    verdict: str
+    message: str
+    relative_error_w: float
+    relative_error_b: float | None
+    factor: float | None
+    batch_size: int
+    dtype: str
+    tolerance: float
+    inputs: str
+    points: tuple[PointCheck, ...]
+
+    @property
+    def correct(self) -> bool:
+        return self.verdict == "correct"
+
+    def to_json(self) -> dict:
+        """The object of ``jax-softmax check-grad --json``."""
+        return {
+            "verdict": self.verdict,
+            "relative_error_w": self.relative_error_w,
+            "relative_error_b": self.relative_error_b,
+            "factor": self.factor,
+            "batch_size": self.batch_size,
+            "message": self.message,
+        }
+
+
+def tolerance(dtype: np.dtype) -> float:
+    """The relative error allowed to a gradient returned in ``dtype``.
+
+    >>> tolerance(np.dtype("float64")) < 1e-12 < tolerance(np.dtype("float32")) < 1e-3
+    True
+    >>> tolerance(np.dtype("float16"))
+    0.05
+    """
+    return min(ROUNDING_ULPS * float(jnp.finfo(dtype).eps), MAX_TOLERANCE)
+
+
+@contextlib.contextmanager
+def _x64():
+    if hasattr(jax, "enable_x64"):
+        with jax.enable_x64(True):
+            yield
+    else:  # older JAX
+        from jax.experimental import enable_x64
+
+        with enable_x64():
+            yield
+
+
+def _draw_batches(
+    x: ArrayLike | None, y: ArrayLike | None, batch_sizes: Sequence[int], num_classes: int, rng
+) -> tuple[list[tuple[np.ndarray, np.ndarray]], str]:
+    """One batch per size, ``x`` float64 in [0, 1] and ``y`` int64: drawn from ``(x, y)``, else random."""
+    if x is None and y is None:
+        batches = [(rng.random((n, 784)), rng.integers(0, num_classes, n)) for n in batch_sizes]
+        return batches, "random"
+    if x is None or y is None:
+        raise ValueError("x and y must be given together (or neither, for random inputs)")
+    x, y = np.asarray(x), np.asarray(y)
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.number):
+        raise ValueError(f"x must be a numeric [n, num_features] array, got shape {x.shape} dtype {x.dtype}")
+    if y.shape != (x.shape[0],) or not np.issubdtype(y.dtype, np.integer):
+        raise ValueError(
+            f"y must be integer labels of shape ({x.shape[0]},), got shape {y.shape} dtype {y.dtype}"
+        )
+    if len(x) < max(batch_sizes):
+        raise ValueError(
+            f"x must hold at least {max(batch_sizes)} examples (the largest batch), got {len(x)}"
+        )
+    batches = []
+    for n in batch_sizes:
+        idx = np.sort(rng.choice(len(x), n, replace=False))
+        xb = x[idx].astype(np.float64) / (255.0 if x.dtype == np.uint8 else 1.0)
+        if not (np.isfinite(xb).all() and xb.min() >= 0 and xb.max() <= 1):
+            raise ValueError(f"x must hold pixels in [0, 1], got values from {xb.min()} to {xb.max()}")
+        yb = y[idx].astype(np.int64)
+        if yb.min() < 0 or yb.max() >= num_classes:
+            raise ValueError(f"y must be in [0, {num_classes}), got labels from {yb.min()} to {yb.max()}")
+        batches.append((xb, yb))
+    return batches, "given"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def _call(fn: Callable, name: str, w, b, x, y, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """Calls ``fn`` on copies of the point, and returns ``(dw, db)`` as NumPy arrays (``db`` may be None)."""
+    try:
+        result = fn(w.copy(), b.copy(), x.copy(), y.copy())
+    except (Exception, SystemExit) as e:
+        raise GradientCheckError(f"{name} raised {_first_line(e)} ({where})") from None
+    if isinstance(result, (tuple, list)):
+        if len(result) == 2:
+            dw, db = result
+        elif len(result) == 1:
+            dw, db = result[0], None
+        else:
+            raise GradientCheckError(f"{name} returned {len(result)} values, expected (dw, db) ({where})")
+    else:
+        dw, db = result, None
+    arrays = []
+    for label, value in (("dw", dw), ("db", db)):
+        if value is None:
+            arrays.append(None)
+            continue
+        try:
+            array = np.asarray(value)
+        except Exception as e:
+            raise GradientCheckError(
+                f"{name} returned a {label} that is not an array: {_first_line(e)}"
+            ) from None
+        if not jnp.issubdtype(array.dtype, jnp.floating):
+            raise GradientCheckError(
+                f"{name} returned {label} of dtype {array.dtype}, expected a floating dtype"
+            )
+        arrays.append(array)
+    return arrays[0], arrays[1]
+
+
+def _largest_difference(uw, ub, gw, gb) -> tuple[tuple[int | str, ...], float, float]:
+    dw = np.abs(uw - gw)
+    i, k = np.unravel_index(int(np.argmax(dw)), dw.shape)
+    best = (("w", int(i), int(k)), float(uw[i, k]), float(gw[i, k]))
+    if ub is not None:
+        kb = int(np.argmax(np.abs(ub - gb)))
+        if abs(ub[kb] - gb[kb]) > dw[i, k]:
+            best = (("b", kb), float(ub[kb]), float(gb[kb]))
+    return best
+
+
+def _fit(u: np.ndarray, g: np.ndarray, tol: float) -> float | None:
+    """The ``c`` with ``u`` closest to ``c * g``, when ``u`` is within ``tol`` of it (relatively)."""
+    gg = float(g @ g)
+    if gg == 0:
+        return None
+    c = float(u @ g) / gg
+    if c == 0 or np.linalg.norm(u - c * g) > tol * abs(c) * math.sqrt(gg):
+        return None
+    return c
+
+
+def _relative(u: np.ndarray, g: np.ndarray) -> float:
+    return float(np.linalg.norm(u - g) / max(np.linalg.norm(g), np.finfo(np.float64).tiny))
+
+
+def check_gradient(
+    fn: Callable,
+    x: ArrayLike | None = None,
+    y: ArrayLike | None = None,
+    *,
+    batch_sizes: Sequence[int] = BATCH_SIZES,
+    num_classes: int = 10,
+    seed: int = 0,
+    name: str | None = None,
+) -> GradientCheck:
+    """Compares a hand-written gradient with ``jax.grad`` of :func:`jax_softmax.loss`, in float64.
+
+    ``fn(w, b, x, y) -> (dw, db)`` gets NumPy arrays: ``w`` float64
+    ``[num_features, num_classes]``, ``b`` ``[num_classes]``, ``x`` ``[n, num_features]``
+    in [0, 1] and ``y`` int ``[n]``, and may return NumPy or JAX arrays, in any floating
+    dtype: the tolerance is :data:`ROUNDING_ULPS` times that dtype's machine epsilon, so
+    a correct float32 implementation passes. It is called at every batch size in
+    ``batch_sizes`` with the weights at zero and at random weights (logits with a
+    standard deviation of about 5, biases ``N(0, 1)``).
+
+    Args:
+      fn: the gradient to check.
+      x: inputs to draw the batches from, ``[n, num_features]``: values in [0, 1], or
+        uint8 pixels (0-255), which are divided by 255; random ``[batch, 784]`` inputs
+        in [0, 1] when ``None``.
+      y: their labels, ``[n]``, each in ``[0, num_classes)``.
+      batch_sizes: the batch sizes tried; the reported figures are the largest's.
+      num_classes: number of classes.
+      seed: seeds the batches, the random weights and the random inputs.
+      name: what to call ``fn`` in messages (default its ``__name__``).
+
+    Returns:
+      The :class:`GradientCheck`.
+
+    Raises:
+      GradientCheckError: ``fn`` raised (the message names the exception), returned
+        something other than ``(dw, db)`` of the right shapes, or non-finite values.
+      ValueError: for malformed ``x``, ``y`` or ``batch_sizes``.
+
+    >>> def grad(w, b, x, y):
+    ...     z = x @ w + b
+    ...     p = np.exp(z - z.max(axis=1, keepdims=True))
+    ...     p /= p.sum(axis=1, keepdims=True)
+    ...     p[np.arange(len(y)), y] -= 1
+    ...     return x.T @ p / len(y), p.mean(axis=0)
+    >>> check_gradient(grad).verdict
+    'correct'
+    >>> check_gradient(lambda w, b, x, y: tuple(-g for g in grad(w, b, x, y))).verdict
+    'negated'
+    """
+    if not batch_sizes or any(not isinstance(n, int) or n < 1 for n in batch_sizes):
+        raise ValueError(f"batch_sizes must be integers >= 1, got {batch_sizes!r}")
+    name = name or getattr(fn, "__name__", "the function")
+    rng = np.random.default_rng(seed)
+    batches, inputs = _draw_batches(x, y, batch_sizes, num_classes, rng)
+    num_features = batches[0][0].shape[1]
+    # Random weights that give logits of standard deviation about LOGIT_SCALE.
+    mean_square = float(np.mean(np.concatenate([np.sum(xb**2, axis=1) for xb, _ in batches])))
+    scale = LOGIT_SCALE / math.sqrt(max(mean_square, 1e-12))
+    random_weights = (rng.normal(0, scale, (num_features, num_classes)), rng.normal(0, 1, num_classes))
+    zero_weights = (np.zeros((num_features, num_classes)), np.zeros(num_classes))
+
+    compared = []  # (n, weights label, uw, ub, gw, gb)
+    dtypes = []
+    transposed = False
+    for n, (xb, yb) in zip(batch_sizes, batches, strict=True):
+        for label, (w, b) in (("zero", zero_weights), ("random", random_weights)):
+            where = f"batch of {n}, {label} weights"
+            uw, ub = _call(fn, name, w, b, xb, yb, where)
+            if uw.shape == (num_classes, num_features) and num_classes != num_features:
+                transposed = True
+                uw = uw.T
+            elif uw.shape != (num_features, num_classes):
+                expected = (num_features, num_classes)
+                raise GradientCheckError(
+                    f"{name} returned dw of shape {uw.shape}, expected {expected} ({where})"
+                )
+            if ub is not None and ub.shape != (num_classes,):
+                raise GradientCheckError(
+                    f"{name} returned db of shape {ub.shape}, expected ({num_classes},) ({where})"
+                )
+            for label_array, array in (("dw", uw), ("db", ub)):
+                if array is not None and not np.isfinite(array.astype(np.float64)).all():
+                    raise GradientCheckError(f"{name} returned non-finite values in {label_array} ({where})")
+            dtypes += [a.dtype for a in (uw, ub) if a is not None]
+            with _x64():
+                g = autodiff_grad(Params(jnp.asarray(w), jnp.asarray(b)), jnp.asarray(xb), jnp.asarray(yb))
+                gw, gb = np.asarray(g.w, np.float64), np.asarray(g.b, np.float64)
+            compared.append(
+                (n, label, uw.astype(np.float64), None if ub is None else ub.astype(np.float64), gw, gb)
+            )
+
+    dtype = min(dtypes, key=lambda d: jnp.finfo(d).bits)
+    tol = tolerance(dtype)
+    points = []
+    for n, label, uw, ub, gw, gb in compared:
+        u = uw.ravel() if ub is None else np.concatenate([uw.ravel(), ub])
+        g = gw.ravel() if ub is None else np.concatenate([gw.ravel(), gb])
+        points.append(
+            PointCheck(
+                batch_size=n,
+                weights=label,
+                relative_error_w=_relative(uw, gw),
+                relative_error_b=None if ub is None else _relative(ub, gb),
+                factor=_fit(u, g, tol),
+                factor_w=_fit(uw.ravel(), gw.ravel(), tol),
+                largest_difference=_largest_difference(uw, ub, gw, gb),
+            )
+        )
+    largest = max(batch_sizes)
+    report = max((p for p in points if p.batch_size == largest), key=lambda p: p.relative_error_w)
+    verdict, message = _classify(points, tol, transposed, num_features, num_classes)
+    return GradientCheck(
+        verdict=verdict,
+        message=message,
+        relative_error_w=report.relative_error_w,
+        relative_error_b=report.relative_error_b,
+        factor=report.factor,
+        batch_size=report.batch_size,
+        dtype=np.dtype(dtype).name,
+        tolerance=tol,
+        inputs=inputs,
+        points=tuple(points),
+    )
+
+
+def _close(a: float, b: float, tol: float) -> bool:
+    return abs(a - b) <= tol * max(abs(b), 1.0)
+
+
+def _pattern(factors: list[float], sizes: list[int], tol: float) -> str | None:
+    """What a multiple at every point amounts to, or ``None`` when it changes otherwise."""
+    if all(_close(c, -1.0, tol) for c in factors):
+        return "negated"
+    for sign, words in ((1, ""), (-1, ", and of the opposite sign, so that the update climbs the loss")):
+        if len(set(sizes)) > 1 and all(_close(c, sign * n, tol) for c, n in zip(factors, sizes, strict=True)):
+            return "a sum over the batch instead of a mean" + words
+        if len(set(sizes)) > 1 and all(_close(c, sign / n, tol) for c, n in zip(factors, sizes, strict=True)):
+            return "divided by the batch size twice" + words
+    if all(_close(c, factors[0], tol) for c in factors):
+        return "a constant factor"
+    return None
+
+
+def _where(point: PointCheck, num_features: int) -> str:
+    (kind, *index), value, expected = point.largest_difference
+    if kind == "w":
+        i, k = index
+        pixel = f" (pixel row {i // 28}, column {i % 28})" if num_features == 784 else ""
+        place = f"dw[{i}, {k}]{pixel}"
+    else:
+        place = f"db[{index[0]}]"
+    return (
+        f"the largest difference is in {place}, at a batch of {point.batch_size} with {point.weights} "
+        f"weights: {value:.6g} where jax.grad gives {expected:.6g}"
+    )
+
+
+def _classify(
+    points: list[PointCheck], tol: float, transposed: bool, num_features: int, num_classes: int
+) -> tuple[str, str]:
+    """The verdict and its message from every point's comparison."""
+    worst_w = max(p.relative_error_w for p in points)
+    missing_b = any(p.relative_error_b is None for p in points)
+    worst_b = None if missing_b else max(p.relative_error_b for p in points)
+    sizes = [p.batch_size for p in points]
+    tried = ", ".join(str(n) for n in dict.fromkeys(sizes))
+    errors = f"largest relative error {worst_w:.3g} in dw" + (
+        "" if worst_b is None else f", {worst_b:.3g} in db"
+    )
+    if worst_w <= tol and worst_b is not None and worst_b <= tol:
+        if transposed:
+            return "transposed", (
+                f"dw comes back [{num_classes}, {num_features}]: it is the transpose of the gradient, "
+                f"which is [{num_features}, {num_classes}] like w ({errors} once transposed back)"
+            )
+        return (
+            "correct",
+            f"within rounding of jax.grad at batch sizes {tried}, zero and random weights ({errors})",
+        )
+    shape_words = (
+        f"; besides, dw comes back [{num_classes}, {num_features}] (transposed)" if transposed else ""
+    )
+    if worst_w <= tol:
+        if missing_b:
+            return "bias", f"dw is right ({errors}) but db is missing: return (dw, db){shape_words}"
+        worst = max(points, key=lambda p: p.relative_error_b)
+        return "bias", (
+            f"dw is right but db is wrong: relative error {worst_b:.3g} in db; "
+            f"{_where(worst, num_features)}{shape_words}"
+        )
+    factors = [p.factor for p in points]
+    missing_words = "; db is missing" if missing_b else ""
+    if all(c is not None for c in factors):
+        pattern = _pattern(factors, sizes, tol)
+        factor = factors[-1]
+        if pattern == "negated" and not transposed:
+            return "negated", (
+                f"-1 times the gradient: w - lr * dw climbs the loss instead of descending it ({errors})"
+                f"{missing_words}"
+            )
+        if pattern is not None and pattern != "negated" and not transposed:
+            by_size = dict(zip(sizes, factors, strict=True))  # every point of a size has the same factor
+            return "scaled", (
+                f"{factor:.6g} times the gradient at a batch of {sizes[-1]}: {pattern} "
+                f"(factors {', '.join(f'{c:.6g}' for c in by_size.values())} at batch sizes "
+                f"{', '.join(str(n) for n in by_size)}){missing_words}"
+            )
+        if pattern is not None:  # transposed and a multiple: two mistakes, so "wrong", but say which
+            return "wrong", (
+                f"dw comes back [{num_classes}, {num_features}] (transposed), and transposed back "
+                f"(dw, db) is {factor:.6g} times the gradient ({pattern}){missing_words}"
+            )
+    hints = []
+    factors_w = [p.factor_w for p in points]
+    if all(c is not None for c in factors_w):
+        pattern = _pattern(factors_w, sizes, tol)
+        if pattern is not None:
+            hints.append(f"dw alone is {factors_w[-1]:.6g} times its gradient ({pattern})")
+    worst = max(points, key=lambda p: p.relative_error_w)
+    message = f"not a multiple of the gradient ({errors}); {_where(worst, num_features)}"
+    return "wrong", "; ".join([message, *hints]) + shape_words + missing_words
+
+
+def load_function(spec: str) -> tuple[Callable, str]:
+    """Imports ``FILE.py`` and returns its ``FUNCTION`` from ``"FILE.py:FUNCTION"``, with that text.
+
+    The file is imported and run like any Python module (its top-level code runs; its
+    ``if __name__ == "__main__":`` block does not), with its directory first on
+    ``sys.path`` so that it can import its neighbours.
+
+    Raises:
+      GradientCheckError: for a malformed spec, a missing file or function, or a file
+        whose import raises (the message names the exception).
+    """
+    path_text, sep, function = spec.rpartition(":")
+    if not sep or not path_text or not function:
+        raise GradientCheckError(f"expected FILE.py:FUNCTION, got {spec!r}")
+    path = Path(path_text)
+    if not path.is_file():
+        raise GradientCheckError(f"{path_text}: no such file")
+    module_spec = importlib.util.spec_from_file_location(path.stem, path)
+    if module_spec is None or module_spec.loader is None:
+        raise GradientCheckError(f"{path_text}: not a Python file (the name must end in .py)")
+    module = importlib.util.module_from_spec(module_spec)
+    sys.path.insert(0, str(path.resolve().parent))
+    try:
+        module_spec.loader.exec_module(module)
+    except (Exception, SystemExit) as e:
+        raise GradientCheckError(f"importing {path_text} raised {_first_line(e)}") from None
+    fn = getattr(module, function, None)
+    if fn is None:
+        raise GradientCheckError(f"{path_text} has no function {function!r}")
+    if not callable(fn):
+        kind = type(fn).__name__
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise GradientCheckError(f"{path_text}: {function} is not a function but {article} {kind}")
+    return fn, f"{path.name}:{function}"
+
+
+def format_gradient_check(check: GradientCheck, inputs: str | None = None) -> str:
+    """The verdict, its message and one line per point, for the terminal.
+
+    ``inputs`` names what the batches held (default: ``check.inputs``).
+    """
+    lines = [
+        f"{check.verdict}: {check.message}",
+        f"compared with jax.grad in float64 on {inputs or check.inputs} inputs; returned {check.dtype}, "
+        f"tolerance {check.tolerance:.2g} (relative, 2-norm)",
+        f"{'batch':>6}  {'weights':<7}  {'rel. error dw':>13}  {'rel. error db':>13}  {'factor':>10}",
+    ]
+    for p in check.points:
+        b = "missing" if p.relative_error_b is None else f"{p.relative_error_b:.3g}"
+        factor = "-" if p.factor is None else f"{p.factor:.6g}"
+        lines.append(f"{p.batch_size:>6}  {p.weights:<7}  {p.relative_error_w:>13.3g}  {b:>13}  {factor:>10}")
+    return "\n".join(lines)

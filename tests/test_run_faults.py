@@ -1,0 +1,526 @@
+"""What clusters do to long runs: kills at any moment, SIGTERM, two writers, damaged files."""
+
+import gzip
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import weakref
+from pathlib import Path
+
+import jax
+import numpy as np
+import optax
+import pytest
+
+import jax_softmax as js
+from jax_softmax import cli
+from jax_softmax.checkpoint import CheckpointError, read_opt_state_leaves
+from jax_softmax.resume import interrupts_deferred, load_run, read_run_metadata
+from jax_softmax.run_dir import RunInUseError, cut_metrics, lock_run, remove_temp_files
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "jax_softmax", *args]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+
+
+@pytest.fixture(scope="module")
+def raw_mnist(mnist_dir, tmp_path_factory) -> Path:
+    """The MNIST files decompressed into a temporary directory: each process loads them in a fraction
+    of the time the gzip files take, which is most of what a short run spends."""
+    out = tmp_path_factory.mktemp("mnist")
+    for path in Path(mnist_dir).glob("*.gz"):
+        (out / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Killing `train --optimizer adam --out DIR` at random moments
+
+EPOCHS = 20
+TRAIN = [
+    "--optimizer",
+    "adam",
+    "--lr",
+    "0.01",
+    "--batch-size",
+    "27000",
+    "--seed",
+    "7",
+    "--epochs",
+    str(EPOCHS),
+]
+RESUMING = re.compile(r"resuming the run in .* after epoch (\d+): epochs")
+
+
+def final_state(run: Path):
+    params, metadata = js.load_params(run / "params.npz")
+    losses = [m.train_loss for m in js.read_metrics(run / "metrics.jsonl")]
+    return np.asarray(params.w), np.asarray(params.b), metadata["epoch"], losses
+
+
+def metrics_lines(run: Path) -> int:
+    try:
+        return (run / "metrics.jsonl").read_bytes().count(b"\n")
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
+    """SIGKILL and SIGTERM at >= 30 random moments of chained runs: start, kill, resume, kill, ...
+
+    Each process after a kill resumes the killed one's directory, so every state a kill
+    left is loaded and trained on. After at most 8 kills a chain's last resume runs to
+    the end, and its parameters and losses must equal an uninterrupted run's bit for bit.
+    """
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    flags = [*TRAIN, "--data-dir", str(raw_mnist), *cache]
+    whole = tmp_path / "whole"
+    started = time.monotonic()
+    proc = subprocess.Popen(command("train", *flags, "--out", str(whole)), env=env(), stderr=subprocess.PIPE)
+    first_epoch = None
+    while proc.poll() is None and metrics_lines(whole) < EPOCHS:
+        if first_epoch is None and metrics_lines(whole):
+            first_epoch = time.monotonic() - started
+        time.sleep(0.01)
+    training = time.monotonic() - started - first_epoch
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    proc.stderr.close()
+    reference = final_state(whole)
+
+    rng = random.Random(11)
+    kills = {signal.SIGKILL: 0, signal.SIGTERM: 0}
+    resumed_from, statuses, cut_back = [], [], 0
+    chains = 0
+    while sum(kills.values()) < 30:
+        chains += 1
+        run = tmp_path / f"chain{chains}"
+        chain_kills = 0
+        while True:
+            # Each process, holding the directory's lock, removes what an earlier one's
+            # kill left half-written; none must be there but the last kill's.
+            leftovers = list(run.glob(".*.tmp"))
+            resume = (run / "params.npz").exists()
+            argv = (
+                ["--resume", str(run), "--data-dir", str(raw_mnist)]
+                if resume
+                else [*flags, "--out", str(run)]
+            )
+            if not resume and run.exists():
+                argv.append("--overwrite")  # killed before its first epoch was saved
+            lines_before = metrics_lines(run)
+            proc = subprocess.Popen(
+                command("train", *argv, *cache),
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            signum = (signal.SIGKILL, signal.SIGTERM)[sum(kills.values()) % 2]
+            if chain_kills == 8:
+                pass  # let this one finish the run
+            elif rng.random() < 0.4:  # anywhere from the start, imports included
+                time.sleep(rng.uniform(0.0, first_epoch + training / 2))
+            else:  # once this process is training and saving epochs
+                deadline = time.monotonic() + 120
+                while metrics_lines(run) <= lines_before and proc.poll() is None:
+                    assert time.monotonic() < deadline
+                    time.sleep(0.005)
+                time.sleep(rng.uniform(0.0, training / 2))
+            finished = chain_kills == 8 or proc.poll() is not None
+            if not finished:
+                proc.send_signal(signum)
+            out, err = proc.communicate(timeout=300)
+            assert "Traceback" not in err, err
+            if resume and RESUMING.search(out):
+                resumed_from.append(int(RESUMING.search(out)[1]))
+            cut_back += "metrics.jsonl: cut back to epoch" in out
+            if leftovers and (proc.returncode == 0 or re.search(r"^(resuming|epoch )", out, re.M)):
+                assert all(not path.exists() for path in leftovers), leftovers  # it got past the lock
+            if proc.returncode == 0:
+                assert not list(run.glob(".*.tmp"))
+                break  # the run finished: the chain is complete
+            assert not finished, (proc.returncode, err)
+            kills[signum] += 1
+            chain_kills += 1
+            statuses.append(proc.returncode)
+            if signum == signal.SIGKILL:
+                assert proc.returncode == -signal.SIGKILL
+            else:
+                # One line and 143; -SIGTERM only for a signal that came before Python ran any
+                # of the package's code (the interpreter's own first milliseconds).
+                assert proc.returncode in (143, -signal.SIGTERM), (proc.returncode, err)
+                if proc.returncode == 143:
+                    assert len(err.strip().splitlines()) == 1, err
+                    assert re.search(
+                        r"(terminated \(SIGTERM\)|SIGTERM while (starting|shutting down))", err
+                    ), err
+            if (run / "params.npz").exists():
+                metadata = read_run_metadata(run)  # every kill leaves a loadable run
+                assert 1 <= metadata["epoch"] <= EPOCHS
+                if metadata["epoch"] == EPOCHS:
+                    break  # killed after its last epoch was saved (while drawing the plots)
+        w, b, epoch, losses = final_state(run)
+        assert epoch == EPOCHS
+        np.testing.assert_array_equal(w, reference[0])
+        np.testing.assert_array_equal(b, reference[1])
+        assert losses == reference[3]
+    assert sum(kills.values()) >= 30
+    assert resumed_from, "no kill left a saved epoch to resume from"
+    print(
+        f"{sum(kills.values())} kills ({kills}), exit statuses {sorted(statuses)}, {chains} chains, "
+        f"resumed from epochs {resumed_from}, metrics cut back {cut_back} times"
+    )
+
+
+# ---------------------------------------------------------------------------------------
+# Signals at startup, during training, at shutdown
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, tmp_path, signum):
+    # From the package's first import (the interpreter's own start, tens of milliseconds,
+    # is before any of its code) to the first epoch.
+    delays = [0.6, 1.2, 2.0, 3.0]
+    procs = []
+    for i, delay in enumerate(delays):
+        procs.append(
+            subprocess.Popen(
+                command(
+                    "train",
+                    "--data-dir",
+                    str(raw_mnist),
+                    "--out",
+                    str(tmp_path / f"run{i}"),
+                    "--epochs",
+                    "200",
+                ),
+                env=env(),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+        time.sleep(delay)
+        procs[-1].send_signal(signum)
+    for proc in procs:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signum, err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+        assert signal.Signals(signum).name in err or "interrupted" in err, err
+
+
+SHUTTING_DOWN = """
+import os, signal, sys
+sys.argv = ["jax-softmax"]
+from jax_softmax import _startup
+assert _startup.is_command_line()
+_startup.exit_on_stop_signals("shutting down")
+print("result", flush=True)
+os.kill(os.getpid(), signal.SIGNUM)
+signal.pause()
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_shutting_down_gives_one_line_and_its_exit_status(signum):
+    code = SHUTTING_DOWN.replace("SIGNUM", signal.Signals(signum).name)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 128 + signum
+    assert result.stdout == "result\n"
+    assert result.stderr == f"jax-softmax: {signal.Signals(signum).name} while shutting down; stopped\n"
+
+
+def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        command("train", *TRAIN[:-1], "500", "--data-dir", str(raw_mnist), "--out", str(run)),
+        env=env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143
+    [line] = err.strip().splitlines()
+    done = js.load_params(run / "params.npz").metadata["epoch"]
+    assert line == (
+        f"jax-softmax train: terminated (SIGTERM); saved epoch {done} of 500 in {run} "
+        f"(metrics.jsonl, params.npz); continue with 'jax-softmax train --resume {run}'"
+    )
+    assert [m.epoch for m in js.read_metrics(run / "metrics.jsonl")][:done] == list(range(1, done + 1))
+
+
+def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
+    """A SIGTERM whose exception some library caught is noticed at the next epoch's save."""
+    real_fit = js.train.fit
+
+    def fit_that_swallows(*args, checkpoint_callback, **kwargs):
+        def callback(metrics, params, opt_state):
+            if metrics.epoch == 1:
+                try:
+                    os.kill(os.getpid(), signal.SIGTERM)
+                    time.sleep(0.1)
+                except KeyboardInterrupt:
+                    pass  # what a careless library does
+            checkpoint_callback(metrics, params, opt_state)
+
+        return real_fit(*args, checkpoint_callback=callback, **kwargs)
+
+    monkeypatch.setattr(js.train, "fit", fit_that_swallows)
+    run = tmp_path / "run"
+    status = cli.main(
+        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
+    )
+    err = capsys.readouterr().err
+    assert status == 143
+    assert (
+        err.strip()
+        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
+    )
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
+
+
+def test_a_signal_inside_a_garbage_collection_callback_prints_no_traceback(
+    mnist_dir, tmp_path, capsys, monkeypatch
+):
+    """Python drops an exception raised in a weakref callback, printing 'Exception ignored'."""
+    real_fit = js.train.fit
+
+    def fit_after_a_collection(*args, **kwargs):
+        class Thing:
+            pass
+
+        def on_collect(ref):
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.1)  # the handler raises here, inside the callback
+
+        thing = Thing()
+        ref = weakref.ref(thing, on_collect)
+        del thing  # calls on_collect
+        assert ref() is None
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(js.train, "fit", fit_after_a_collection)
+    run = tmp_path / "run"
+    status = cli.main(
+        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
+    )
+    err = capsys.readouterr().err
+    assert status == 143
+    assert (
+        err.strip()
+        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
+    )
+
+
+def test_interrupts_deferred_holds_sigterm_and_delivers_it_after():
+    received = []
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
+    try:
+        with interrupts_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert received == []
+        assert received == [signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------------------------------
+# One writer per run directory
+
+
+HOLDER = """
+import sys, time
+from jax_softmax.run_dir import lock_run
+lock = lock_run(sys.argv[1])
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+def test_one_writer_per_run_directory(mnist_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(run)], env=env(), stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        for extra in ([], ["--overwrite"], ["--resume", str(run)]):
+            out = [] if extra[:1] == ["--resume"] else ["--out", str(run)]
+            if extra[:1] == ["--resume"]:
+                js.save_params(
+                    run / "params.npz",
+                    js.init_params(jax.random.key(0)),
+                    {"epoch": 1, "training": {"epochs": 3, "optimizer": "sgd", "lr": 0.5}},
+                )
+            status = cli.main(["train", "--data-dir", str(mnist_dir), *out, *extra])
+            err = capsys.readouterr().err
+            assert status == 2, err
+            assert err.strip() == (
+                f"jax-softmax train: error: {run} is in use: process {holder.pid} is writing a run there; "
+                "wait for it to end (or stop it), or choose another directory"
+            )
+        with pytest.raises(RunInUseError, match=f"process {holder.pid}"):
+            lock_run(run)
+        holder.kill()
+        holder.wait(timeout=30)
+        assert (run / ".lock").exists()  # the killed holder's file stays, unlocked
+        with lock_run(run) as lock:  # and blocks nothing
+            assert lock.path.read_text() == f"{os.getpid()}\n"
+        assert not (run / ".lock").exists()
+    finally:
+        holder.kill()
+        holder.stdout.close()
+
+
+# ---------------------------------------------------------------------------------------
+# A run directory that a kill left between two writes
+
+
+def test_a_torn_metrics_line_and_extra_epochs_are_cut_back_to_the_checkpoint(tmp_path):
+    adam = optax.adam(0.01)
+    params = js.init_params(jax.random.key(0))
+    state = adam.init(params)
+    metadata = {"epoch": 2, "training": {"epochs": 5, "optimizer": "adam", "lr": 0.01}}
+    js.save_params(tmp_path / "params.npz", params, metadata, opt_state=state)
+    lines = [
+        f'{{"epoch": {k}, "train_loss": 1.0, "val_loss": null, "val_accuracy": null, "seconds": 0.5}}'
+        for k in (1, 2, 3)
+    ]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("\n".join(lines[:2]) + "\n" + '{"epoch": 3, "tr')
+    run = load_run(tmp_path, read_run_metadata(tmp_path))
+    assert run.epoch == 2 and [m.epoch for m in run.metrics] == [1, 2]
+    assert run.repairs == (
+        f"{metrics}: cut back to epoch 2, the last saved in params.npz (removed a last line cut off "
+        "mid-write (16 bytes))",
+    )
+    assert metrics.read_text() == "\n".join(lines[:2]) + "\n"
+    metrics.write_text("\n".join(lines) + "\n" + '{"ep')
+    assert "removed 1 epoch line beyond it and a last line cut off" in cut_metrics(metrics, 2)
+    assert cut_metrics(metrics, 2) is None
+    js.append_metrics(metrics, js.read_metrics(metrics)[0])  # appending after a repair makes whole lines
+    assert len(js.read_metrics(metrics)) == 3
+    with pytest.raises(ValueError, match="holds 3 complete epochs, the checkpoint 4"):
+        cut_metrics(metrics, 4)
+
+
+def test_leftover_temporary_files_are_removed(tmp_path):
+    (tmp_path / ".params.npz.x1y2.tmp").write_bytes(b"PK\x03\x04 partial")
+    (tmp_path / ".metrics.jsonl.abc.tmp").write_text("{")
+    (tmp_path / "notes.tmp").write_text("mine")
+    removed = remove_temp_files(tmp_path)
+    assert sorted(p.name for p in removed) == [".metrics.jsonl.abc.tmp", ".params.npz.x1y2.tmp"]
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.tmp"]
+
+
+# ---------------------------------------------------------------------------------------
+# Damaged checkpoints: every byte flipped or cut gives a CheckpointError, nothing else
+
+
+@pytest.fixture(scope="module")
+def real_checkpoint(tmp_path_factory) -> Path:
+    """A checkpoint as `train --optimizer adam --out` writes it: parameters and Adam's state."""
+    rng = np.random.default_rng(0)
+    params = js.Params(
+        w=jax.numpy.asarray(rng.normal(size=(784, 10)), np.float32), b=jax.numpy.zeros(10, np.float32)
+    )
+    adam = optax.adam(0.01)
+    state = adam.update(params, adam.init(params), params)[1]
+    metadata = {
+        "epoch": 3,
+        "training": {"epochs": 5, "optimizer": "adam", "lr": 0.01},
+        "pixel_divisor": 255.0,
+    }
+    return js.save_params(tmp_path_factory.mktemp("ckpt") / "params.npz", params, metadata, opt_state=state)
+
+
+def damaged_positions(data: bytes) -> list[int]:
+    """Every byte of the zip and .npy headers, metadata and directory; every 53rd of the payloads."""
+    structure = set()
+    for marker in (b"PK\x03\x04", b"PK\x01\x02", b"PK\x05\x06", b"\x93NUMPY"):
+        start = data.find(marker)
+        while start != -1:
+            structure.update(range(start, min(len(data), start + 200)))
+            start = data.find(marker, start + 1)
+    structure.update(range(max(0, len(data) - 1500), len(data)))  # metadata, central directory
+    return sorted(structure | set(range(0, len(data), 53)))
+
+
+def test_every_flipped_or_cut_byte_gives_a_checkpoint_error(real_checkpoint, tmp_path):
+    data = real_checkpoint.read_bytes()
+    leaves = read_opt_state_leaves(real_checkpoint)
+    w, b, _ = js.read_checkpoint(real_checkpoint)
+    positions = damaged_positions(data)
+    assert len(positions) > 3000
+    path = tmp_path / "params.npz"
+    refused = 0
+    for position in positions:
+        damaged = bytearray(data)
+        damaged[position] ^= 0xFF if position % 2 else 0x01  # all bits, or the lowest
+        path.write_bytes(bytes(damaged))
+        try:
+            read_leaves = read_opt_state_leaves(path)
+            read_w, read_b, _ = js.read_checkpoint(path)
+        except CheckpointError as e:
+            assert str(e).startswith(str(path)), e
+            refused += 1
+            continue
+        # Read without complaint: the byte was one nothing reads (a zip timestamp, say),
+        # and every value is the one saved.
+        np.testing.assert_array_equal(read_w, w)
+        np.testing.assert_array_equal(read_b, b)
+        for read, saved in zip(read_leaves, leaves, strict=True):
+            np.testing.assert_array_equal(read, saved)
+    for length in range(0, len(data), 97):
+        path.write_bytes(data[:length])
+        with pytest.raises(CheckpointError):
+            read_opt_state_leaves(path)
+    assert refused > len(positions) // 2
+
+
+def test_the_command_line_refuses_a_damaged_checkpoint_in_one_line(real_checkpoint, tmp_path):
+    data = bytearray(real_checkpoint.read_bytes())
+    run = tmp_path / "run"
+    run.mkdir()
+    header = data.find(b"\x93NUMPY")
+    data[header + 20] ^= 0xFF  # inside the first array's header dict
+    (run / "params.npz").write_bytes(bytes(data))
+    (run / "metrics.jsonl").write_text("")
+    (tmp_path / "digit.npy").write_bytes(b"")
+    for args in (
+        ["evaluate", "--params", str(run / "params.npz")],
+        ["predict", "--params", str(run / "params.npz"), str(tmp_path / "digit.npy")],
+        ["train", "--resume", str(run)],
+    ):
+        result = subprocess.run(command(*args), env=env(), capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
+            result.stderr
+        )
+        assert f"{run / 'params.npz'}: corrupt" in result.stderr

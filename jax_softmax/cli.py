@@ -104,10 +104,26 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         metavar="DIR",
         default=os.environ.get(CACHE_DIR_ENV, str(default_cache_dir())),
-        help=f"JAX's persistent compilation cache: a second run loads its compiled programs from DIR "
-        f"(${CACHE_DIR_ENV} sets the default; empty turns the cache off)",
+        help=f"the cache: a second run loads its compiled programs (JAX's persistent compilation cache) "
+        f"and MNIST, decoded from its IDX files, from DIR (${CACHE_DIR_ENV} sets the default; empty "
+        "turns the cache off)",
     )
-    parser.add_argument("--no-cache", action="store_true", help="compile everything afresh, cache nothing")
+    parser.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="compile everything afresh and read the IDX files: cache nothing",
+    )
+
+
+def data_cache(args: argparse.Namespace) -> dict:
+    """The cache arguments of ``load_mnist`` that ``--cache-dir`` and ``--no-cache`` ask for."""
+    if args.no_cache or not args.cache_dir:
+        return {"cache": False}
+    from pathlib import Path
+
+    from jax_softmax.data import DATA_CACHE_SUBDIR
+
+    return {"cache": True, "cache_dir": Path(args.cache_dir) / DATA_CACHE_SUBDIR}
 
 
 def enable_cache(args: argparse.Namespace) -> None:
@@ -397,9 +413,9 @@ def run_train(args: argparse.Namespace) -> int:
     devices = start_devices(args)
     import jax
 
-    from jax_softmax.data import load_mnist
+    from jax_softmax.data import load_mnist_uint8, to_features
     from jax_softmax.nonfinite import NonFiniteError
-    from jax_softmax.train import evaluate, fit
+    from jax_softmax.train import evaluate_pixels, fit
 
     if args.out is not None and jax.process_index() > 0:
         args.out = None  # process 0 writes the run directory
@@ -413,7 +429,8 @@ def run_train(args: argparse.Namespace) -> int:
                 raise CommandError(
                     f"--resume {args.resume}: the run there moved on while starting; run again"
                 )
-    data = load_mnist(args.data_dir)
+    # The pixels stay uint8, memory-mapped from the cache, and are scaled on the device.
+    data = load_mnist_uint8(args.data_dir, **data_cache(args))
     from jax_softmax.resume import check_interrupted
 
     check_interrupted(args.signals)  # one that arrived in a callback that dropped it
@@ -493,6 +510,7 @@ def run_train(args: argparse.Namespace) -> int:
             on_nonfinite=args.on_nonfinite,
             checkpoint_callback=report,
             devices=devices,
+            uint8_pixels=True,
         )
     except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax.resume.Interrupted)
         import signal
@@ -515,7 +533,7 @@ def run_train(args: argparse.Namespace) -> int:
     finally:
         if bar is not None:
             bar.close()
-    test_loss, test_acc = (float(v) for v in evaluate(params, data.test.x.astype(args.dtype), data.test.y))
+    test_loss, test_acc = (float(v) for v in evaluate_pixels(params, data.test.x, data.test.y))
     all_epochs = ([] if run is None else run.metrics) + history.epochs
     last = all_epochs[-1] if all_epochs else None
     stop = history.stopped
@@ -538,7 +556,8 @@ def run_train(args: argparse.Namespace) -> int:
                 ) from None
         written = [path for path in (out_dir / METRICS_FILE, out_dir / PARAMS_FILE) if path.exists()]
         try:
-            written += write_plots(out_dir, all_epochs, params, data.test) if all_epochs else []
+            test = data.test._replace(x=to_features(data.test.x))
+            written += write_plots(out_dir, all_epochs, params, test) if all_epochs else []
         except ImportError as e:
             print(f"{PROG} train: plots not written: {e}", file=sys.stderr)
         except OSError as e:

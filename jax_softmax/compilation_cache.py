@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
-
 CACHE_DIR_ENV = "JAX_SOFTMAX_CACHE_DIR"
 """Environment variable naming the cache directory for the command line."""
 
@@ -43,6 +41,8 @@ def enable_compilation_cache(directory: str | os.PathLike, *, max_bytes: int = D
     Raises:
       OSError: the directory cannot be created.
     """
+    import jax  # here, so that the cache's location is known without importing JAX
+
     path = Path(directory).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", str(path))

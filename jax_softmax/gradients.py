@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import jax
 import jax.numpy as jnp
-import optax
 from jax.typing import ArrayLike
 
 from jax_softmax import validation
 from jax_softmax.model import PRECISION, Params, _is_literal_zero, _logits, _loss, loss
+
+if TYPE_CHECKING:
+    import optax
 
 GradMode = Literal["autodiff", "manual"]
 GRAD_MODES: tuple[str, ...] = ("autodiff", "manual")
@@ -110,13 +112,20 @@ def value_and_grad_fn(grad: GradMode) -> Callable[..., tuple[jax.Array, Params]]
     raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
 
 
+def _optax():
+    """optax, imported only where an optimizer other than plain SGD is used (it takes ~0.1 s)."""
+    import optax
+
+    return optax
+
+
 OPTIMIZERS: dict[str, Callable[[float], optax.GradientTransformation]] = {
-    "momentum": lambda lr: optax.sgd(lr, momentum=0.9),
-    "nesterov": lambda lr: optax.sgd(lr, momentum=0.9, nesterov=True),
-    "adam": optax.adam,
-    "adamw": optax.adamw,
-    "adagrad": optax.adagrad,
-    "rmsprop": optax.rmsprop,
+    "momentum": lambda lr: _optax().sgd(lr, momentum=0.9),
+    "nesterov": lambda lr: _optax().sgd(lr, momentum=0.9, nesterov=True),
+    "adam": lambda lr: _optax().adam(lr),
+    "adamw": lambda lr: _optax().adamw(lr),
+    "adagrad": lambda lr: _optax().adagrad(lr),
+    "rmsprop": lambda lr: _optax().rmsprop(lr),
 }
 """Optimizers other than plain SGD, by name, each built from a learning rate."""
 
@@ -185,7 +194,7 @@ def train_step(
         )
         return new, opt_state, value
     updates, opt_state = optimizer.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state, value
+    return _optax().apply_updates(params, updates), opt_state, value
 
 
 def make_update(
@@ -218,7 +227,7 @@ def make_update(
       TypeError: for an optimizer that is not an optax ``GradientTransformation``.
     """
     validation.check_l2(l2)
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+    if optimizer is not None and not isinstance(optimizer, _optax().GradientTransformation):
         raise TypeError(
             f"optimizer must be an optax GradientTransformation or None, got {type(optimizer).__name__}"
         )

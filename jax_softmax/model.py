@@ -6,6 +6,7 @@ jitted, differentiated, vmapped and sharded without change.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -64,11 +65,13 @@ def init_params(
     for name, value in (("num_features", num_features), ("num_classes", num_classes)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    if not jnp.isfinite(scale) or scale < 0:
+    if not math.isfinite(scale) or scale < 0:  # math, not jnp: no compiled program, and jit-safe
         raise ValueError(f"scale must be finite and >= 0, got {scale!r}")
     if not jnp.issubdtype(dtype, jnp.floating):
         raise TypeError(f"dtype must be a floating dtype, got {jnp.dtype(dtype).name}")
-    w = scale * jax.random.normal(key, (num_features, num_classes), dtype)
+    # The barrier keeps the weights the same bits under jit as eagerly: XLA would fold
+    # ``scale`` into the draw's own last multiplication, rounding differently.
+    w = scale * jax.lax.optimization_barrier(jax.random.normal(key, (num_features, num_classes), dtype))
     return Params(w=w.astype(dtype), b=jnp.zeros((num_classes,), dtype))
 
 

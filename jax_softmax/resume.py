@@ -24,12 +24,11 @@ import signal
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from jax_softmax.checkpoint import CheckpointError, load_params, read_checkpoint, read_opt_state_leaves
 from jax_softmax.data import Mnist
@@ -37,6 +36,9 @@ from jax_softmax.gradients import make_optimizer
 from jax_softmax.model import Params
 from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, cut_metrics, read_metrics
 from jax_softmax.train import EpochMetrics
+
+if TYPE_CHECKING:
+    import optax  # for annotations only: resuming a plain SGD run needs no optax
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

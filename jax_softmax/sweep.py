@@ -43,7 +43,6 @@ from typing import TYPE_CHECKING, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
@@ -51,6 +50,7 @@ from jax_softmax.model import Params, init_params
 from jax_softmax.train import DEFAULT_INIT_SCALE, _check_split, evaluate, train_epoch
 
 if TYPE_CHECKING:
+    import optax
     from matplotlib.figure import Figure
 
 SelectBy = Literal["accuracy", "loss"]

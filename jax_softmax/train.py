@@ -6,11 +6,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
+from typing import TYPE_CHECKING
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import validation
@@ -26,6 +26,9 @@ from jax_softmax.nonfinite import (
     scan_until_nonfinite,
     summarize_steps,
 )
+
+if TYPE_CHECKING:
+    import optax
 
 # Defaults that reach about 92.3% test accuracy on MNIST in 20 epochs. Batch 200 is
 # the one in the question this project answers; its learning rate 0.1 also works
@@ -108,6 +111,87 @@ def evaluate(params: Params, x: ArrayLike, y: ArrayLike) -> tuple[jax.Array, jax
     return loss(params, x, y), jnp.mean(jnp.argmax(z, axis=-1) == y)
 
 
+def pixel_features(pixels: jax.Array, dtype: DTypeLike = jnp.float32) -> jax.Array:
+    """uint8 pixels to features in ``[0, 1]``, on the device, bit for bit as on the host.
+
+    The values are those of :func:`jax_softmax.data.to_features` (``pixels / 255``
+    rounded to float32), then cast to ``dtype``. XLA turns a division by a constant
+    into a multiplication by its reciprocal, which is one unit in the last place off
+    for 126 of the 256 pixel values; so the quotient is formed in integers. Shifted
+    to ``v = u * 2**s`` in ``[128, 256)``, ``v * 2**24 / 255`` is ``v * 65793 + v / 255``,
+    whose fraction ``v / 255`` is above one half (or exactly 1 for ``v = 255``): the
+    24-bit quotient rounded to nearest is ``v * 65793 + 1``, exact in float32, and
+    scaling it by ``2**-(24 + s)`` is exact too. No division, and no rounding but the
+    one wanted.
+
+    Args:
+      pixels: uint8 (or integers in ``[0, 255]``), any shape.
+      dtype: the floating dtype of the result.
+
+    Returns:
+      ``pixels / 255`` in float32, cast to ``dtype``; the shape of ``pixels``.
+    """
+    u = jnp.asarray(pixels).astype(jnp.uint32)
+    shift = jax.lax.clz(u) - 24  # u << shift is in [128, 256); 0 stays 0
+    q = (u << shift) * 65793 + (u != 0).astype(jnp.uint32)  # at most 2**24
+    scale = jax.lax.bitcast_convert_type((103 - shift) << 23, jnp.float32)  # 2**-(24 + shift)
+    return (q.astype(jnp.float32) * scale).astype(dtype)
+
+
+EVALUATION_CHUNK = 1_000
+"""Rows whose logits :func:`evaluate_pixels` computes at a time."""
+
+
+@jax.jit
+def evaluate_pixels(params: Params, pixels: ArrayLike, y: ArrayLike) -> tuple[jax.Array, jax.Array]:
+    """:func:`evaluate` on uint8 pixels ``[n, num_features]``, scaled by :func:`pixel_features`.
+
+    The logits are computed :data:`EVALUATION_CHUNK` rows at a time, so that the
+    float features never exist for all ``n`` rows at once (31 MB for MNIST's test
+    set); on XLA's CPU backend the results are the bits :func:`evaluate` gives on
+    the features.
+
+    Returns:
+      ``(loss, accuracy)``, two scalars.
+    """
+    pixels = jnp.asarray(pixels)
+    n = pixels.shape[0]
+    whole = n - n % EVALUATION_CHUNK
+
+    def chunk_logits(rows: jax.Array) -> jax.Array:
+        return logits(params, pixel_features(rows, params.w.dtype))
+
+    parts = []
+    if whole:
+        chunks = pixels[:whole].reshape(whole // EVALUATION_CHUNK, EVALUATION_CHUNK, -1)
+        parts.append(jax.lax.map(chunk_logits, chunks).reshape(whole, -1))
+    if whole < n:
+        parts.append(chunk_logits(pixels[whole:]))
+    z = jnp.concatenate(parts)
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(z, axis=-1), jnp.asarray(y)[:, None], axis=-1)
+    return jnp.mean(nll), jnp.mean(jnp.argmax(z, axis=-1) == y)
+
+
+@jax.jit
+def _split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``jax.random.split(key)`` as two keys, in one compiled program (unpacking an array takes another)."""
+    first, second = jax.random.split(key)
+    return first, second
+
+
+@partial(jax.jit, static_argnames=("seed", "skip", "shape", "scale", "dtype"))
+def _start(*, seed: int, skip: int, shape: tuple[int, int] | None, scale: float, dtype) -> tuple:
+    """:func:`fit`'s set-up as one compiled program, where each eager step would be one.
+
+    Returns ``(shuffle_key, params)``: the shuffling key once the keys of ``skip``
+    epochs are split off it, and fresh parameters of ``shape`` (``None`` without one).
+    """
+    init_key, shuffle_key = jax.random.split(jax.random.key(seed))
+    shuffle_key = jax.lax.fori_loop(0, skip, lambda _, key: jax.random.split(key)[0], shuffle_key)
+    params = None if shape is None else init_params(init_key, *shape, scale=scale, dtype=dtype)
+    return shuffle_key, params
+
+
 def _stable_argsort_uint32(keys: jax.Array) -> jax.Array:
     """Indices that sort ``keys`` (uint32 ``[n]``), ties in their original order.
 
@@ -173,6 +257,7 @@ def train_epoch(
     l2: float,
     stop_at_nonfinite: bool = False,
     batch_sharding: jax.sharding.Sharding | None = None,
+    uint8_pixels: bool = False,
 ) -> tuple:
     """One pass of mini-batch gradient descent over a fresh permutation of ``(x, y)``.
 
@@ -204,6 +289,8 @@ def train_epoch(
         :attr:`jax_softmax.distributed.DataParallel.batch_indices`. Each device then
         gathers and differentiates its own rows of every batch, and the partitioned
         program sums the gradients across devices. ``None``: no constraint.
+      uint8_pixels: ``x`` holds uint8 pixels; each batch is scaled to the parameters'
+        dtype by :func:`pixel_features` as it is gathered.
 
     Returns:
       ``(params, opt_state, mean_loss)``: the mean of the mini-batch losses. With
@@ -212,6 +299,10 @@ def train_epoch(
       losses, the 1-based first non-finite step (0 for none) and every step's loss,
       ``[num_batches]``.
     """
+
+    def batch(batch_idx, dtype):
+        return pixel_features(x[batch_idx], dtype) if uint8_pixels else x[batch_idx]
+
     num_batches = x.shape[0] // batch_size
     order = shuffled_indices(key, x.shape[0])[: num_batches * batch_size]
     order = order.reshape(num_batches, batch_size)
@@ -223,7 +314,8 @@ def train_epoch(
 
     def body(carry, batch_idx):
         params, opt_state = carry
-        params, opt_state, value = step(params, opt_state, x[batch_idx], y[batch_idx])
+        x_batch = batch(batch_idx, params.w.dtype)
+        params, opt_state, value = step(params, opt_state, x_batch, y[batch_idx])
         return (params, opt_state), value
 
     init = (Params(params.w.T, params.b) if transposed else params, opt_state)
@@ -321,6 +413,7 @@ def fit(
     on_nonfinite: str = "stop",
     checkpoint_callback: Callable[[EpochMetrics, Params, optax.OptState], None] | None = None,
     devices: int | None = None,
+    uint8_pixels: bool = False,
 ) -> tuple[Params, History]:
     """Trains softmax regression with mini-batch gradient descent.
 
@@ -358,11 +451,16 @@ def fit(
       checkpoint_callback: called as ``checkpoint_callback(metrics, params,
         opt_state)`` after every epoch (after ``callback``): everything a later
         ``fit(..., params=params, opt_state=opt_state, start_epoch=metrics.epoch)``
-        needs. Both arrays are donated to the next epoch: copy what you keep.
+        needs.
       devices: how many devices share each mini-batch (data parallelism, see
         :mod:`jax_softmax.distributed`): ``None`` for all of them (every process's
         after :func:`jax_softmax.initialize_distributed`), 1 for one device. The
         result equals the one-device result to float rounding.
+      uint8_pixels: the inputs (training and validation) are uint8 pixels, as
+        :func:`jax_softmax.load_mnist_uint8` returns them: they go to the device as
+        they are (a quarter of the bytes of float32; on a CPU, without a copy) and each
+        batch is scaled to ``x / 255`` there, the values :func:`jax_softmax.load_mnist`
+        gives, so training is the same, bit for bit. ``False``: inputs are used as given.
 
     Returns:
       ``(params, history)``: the parameters after the last epoch, or the last finite
@@ -403,17 +501,16 @@ def fit(
         raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {batch_size!r}")
     if validation is not None:
         x_val, y_val = _check_split("validation", validation, x_train.shape[1], classes)
-    _warn_if_raw_pixels(x_train)
+    if not uint8_pixels:  # uint8_pixels says they are raw pixels, and scales them
+        _warn_if_raw_pixels(x_train)
     parallel = data_parallel(devices)
     if parallel is not None:
         parallel.check_batch_size(batch_size)
 
-    key = jax.random.key(seed)
-    init_key, shuffle_key = jax.random.split(key)
-    for _ in range(start_epoch):  # the keys of the epochs already trained
-        shuffle_key, _ = jax.random.split(shuffle_key)
-    if params is None:
-        params = init_params(init_key, x_train.shape[1], num_classes, scale=init_scale, dtype=dtype)
+    shape = None if params is not None else (x_train.shape[1], num_classes)
+    scale = float(init_scale)
+    shuffle_key, fresh = _start(seed=seed, skip=start_epoch, shape=shape, scale=scale, dtype=dtype)
+    params = fresh if params is None else params
     transform = make_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
     fresh_state = () if transform is None else transform.init(params)
     if opt_state is None:
@@ -424,12 +521,19 @@ def fit(
             f"the optimizer's is {jax.tree.structure(fresh_state)}"
         )
 
-    x_train = jnp.asarray(x_train, dtype)
+    if uint8_pixels:
+        for name, x in (("train", x_train), ("validation", x_val if validation is not None else None)):
+            if x is not None and x.dtype != np.uint8:
+                raise TypeError(f"uint8_pixels=True needs uint8 {name} x, got dtype {x.dtype}")
+        # device_put, not jnp.asarray: on a CPU it can use the host array without copying it.
+        x_train = jax.device_put(x_train)
+    else:
+        x_train = jnp.asarray(x_train, dtype)
     y_train = jnp.asarray(y_train, jnp.int32)
     if validation is not None:
-        x_val = jnp.asarray(x_val, dtype)
+        x_val = jax.device_put(x_val) if uint8_pixels else jnp.asarray(x_val, dtype)
         y_val = jnp.asarray(y_val, jnp.int32)
-    lr_array = jnp.asarray(lr, dtype)
+    lr_array = jax.device_put(np.asarray(lr, dtype))  # a transfer, where jnp.asarray compiles a cast
     # With several devices every array is replicated and each batch is split.
     replicate = (lambda tree: tree) if parallel is None else parallel.replicate
     params, opt_state, x_train, y_train, lr_array = replicate((params, opt_state, x_train, y_train, lr_array))
@@ -437,21 +541,26 @@ def fit(
         x_val, y_val = replicate((x_val, y_val))
 
     settings = {"batch_size": batch_size, "grad": grad, "optimizer": transform, "l2": l2}
+    if uint8_pixels:
+        settings["uint8_pixels"] = True
     if parallel is not None:
         settings["batch_sharding"] = parallel.batch_indices
-    epoch_fn = jax.jit(partial(checked_epoch, **settings), donate_argnums=(0, 1))
+    # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
+    epoch_fn = jax.jit(partial(checked_epoch, **settings))
     start = time.perf_counter()
     compiled = _compile(epoch_fn.lower(params, opt_state, replicate(shuffle_key), x_train, y_train, lr_array))
     if validation is not None:
-        evaluate_compiled = evaluate.lower(params, x_val, y_val).compile()
+        evaluate_compiled = (
+            (evaluate_pixels if uint8_pixels else evaluate).lower(params, x_val, y_val).compile()
+        )
     history = History(compile_seconds=time.perf_counter() - start)
 
     start_loss = previous_loss = None  # epoch means, for describing a stop
     for epoch in range(start_epoch + 1, epochs + 1):
         start = time.perf_counter()
-        shuffle_key, epoch_key = jax.random.split(shuffle_key)
+        shuffle_key, epoch_key = _split_key(shuffle_key)
         epoch_key = replicate(epoch_key)
-        before = jax.tree.map(jnp.copy, (params, opt_state))  # the originals are donated
+        before = (params, opt_state)
         params, opt_state, train_loss, finite = compiled(
             params, opt_state, epoch_key, x_train, y_train, lr_array
         )

@@ -12,13 +12,18 @@ For each system: the median milliseconds per epoch over every epoch but each run
 first, samples per second, compilation seconds, seconds to 92% test accuracy
 (compilation plus the training epochs up to the first that reaches it), the final
 test accuracy, the peak resident memory of a separate process that loads the data and
-trains two epochs, and the ratio to this project. Then the same over batch sizes,
-and `jax-softmax train` with its defaults from process start to its printed test
-accuracy, twice, with an empty and then a filled compilation cache. A missing
-optional peer (PyTorch, scikit-learn: `pip install -e '.[bench]'`) is reported as
-skipped.
+trains two epochs, and the ratio to this project. Then the same over batch sizes.
+A missing optional peer (PyTorch, scikit-learn: `pip install -e '.[bench]'`) is
+reported as skipped.
+
+Then whole processes, what a user waits for: `jax-softmax train --epochs 10` with an
+empty cache (a first run) and with a filled one, against scripts/numpy_softmax.py,
+which reads the same gzip IDX files and trains the same way, in interleaved rounds,
+each timed from process start to exit with its peak resident memory and test
+accuracy, and their ratios to the NumPy script (`--end-to-end-only`: just these).
 
     .venv/bin/python scripts/benchmark.py --data-dir /path/to/mnist [--json] [--skip-sklearn]
+    .venv/bin/python scripts/benchmark.py --data-dir /path/to/mnist --end-to-end-only
 """
 
 from __future__ import annotations
@@ -219,11 +224,15 @@ finally:
 """
 
 
-def run_measured(args: list[str]) -> tuple[float, float | None, str, int]:
+def run_measured(args: list[str], env: dict[str, str] | None = None) -> tuple[float, float | None, str, int]:
     """Runs ``python -m args...``; returns its wall seconds, peak RSS in MB, stdout and exit status."""
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-c", PEAK_WRAPPER, *args], capture_output=True, text=True, check=False
+        [sys.executable, "-c", PEAK_WRAPPER, *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=None if env is None else {**os.environ, **env},
     )
     seconds = time.perf_counter() - start
     peak = None
@@ -266,44 +275,94 @@ def probe(system: str, grad: str, data: str, lr: float) -> None:
     trainer(problem, MAIN_BATCH_SIZE, 2)
 
 
-def end_to_end(data_dir: str, log) -> list[dict]:
-    """`jax-softmax train` with its defaults, twice: an empty compilation cache, then the filled one."""
-    results = []
-    with tempfile.TemporaryDirectory() as cache:
-        command = ["jax_softmax", "train", "--data-dir", data_dir, "--cache-dir", cache]
-        for label in ("first run, empty cache", "second run, cache filled"):
-            seconds, peak, out, status = run_measured(command)
-            lines = out.strip().splitlines()
-            # "epoch   3/20  train loss ...  0.072 s" and "test accuracy 92.30%  ...  (compile 1.02 s, ...)"
-            epochs = [float(line.split()[-2]) for line in lines if line.startswith("epoch")]
-            last = lines[-1] if lines else ""
-            summary = last.startswith("test accuracy")
-            results.append(
-                {
-                    "run": label,
-                    "seconds": seconds,
-                    "peak_rss_mb": peak,
-                    "test_accuracy": float(last.split()[2].rstrip("%")) / 100 if summary else None,
-                    "compile_s": float(last.split("(compile ")[1].split()[0]) if summary else None,
-                    "median_epoch_s": statistics.median(epochs) if epochs else None,
-                    "status": status,
-                }
-            )
-            log(f"end to end, {label}: {seconds:.2f} s, {fmt(peak, '.0f')} MB, {last}")
-    return results
+NUMPY_SCRIPT = str(Path(__file__).resolve().parent / "numpy_softmax.py")
+BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+E2E_RUNS = ("jax-softmax, empty cache", "jax-softmax, cache filled", "numpy script")
+
+
+def _test_accuracy(stdout: str) -> float | None:
+    """The accuracy in the last 'test accuracy 92.17% ...' line, as a fraction."""
+    lines = [line for line in stdout.splitlines() if line.startswith("test accuracy")]
+    return float(lines[-1].split()[2].rstrip("%")) / 100 if lines else None
+
+
+def whole_process(data_dir: str, epochs: int, rounds: int, log, numpy_threads: int | None = None) -> dict:
+    """`jax-softmax train --epochs N` and scripts/numpy_softmax.py as whole processes, interleaved.
+
+    Every round runs the command with an empty cache (nothing compiled, MNIST not yet
+    decoded: a first run), the command with the cache a previous run filled, and the
+    NumPy script, in an order that rotates from round to round. Each is timed from
+    process start to exit, with its peak resident memory and printed test accuracy.
+    ``numpy_threads`` caps the BLAS threads of the NumPy script (on a busy machine,
+    OpenBLAS threads that wait by spinning can take ten times as long).
+    """
+    blas = {} if numpy_threads is None else dict.fromkeys(BLAS_THREADS, str(numpy_threads))
+    samples: dict[str, list[dict]] = {run: [] for run in E2E_RUNS}
+    with tempfile.TemporaryDirectory() as tmp:
+        filled = Path(tmp) / "filled"
+        train = ["jax_softmax", "train", "--data-dir", data_dir, "--epochs", str(epochs)]
+        warm_up = run_measured([*train, "--cache-dir", str(filled)])
+        if warm_up[3] != 0:
+            raise RuntimeError(f"jax-softmax train failed (exit status {warm_up[3]})")
+        commands = {
+            E2E_RUNS[1]: lambda: run_measured([*train, "--cache-dir", str(filled)]),
+            E2E_RUNS[2]: lambda: run_measured([NUMPY_SCRIPT, data_dir, str(epochs)], env=blas),
+        }
+        for round_ in range(rounds):
+            empty = Path(tmp) / f"empty-{round_}"
+            commands[E2E_RUNS[0]] = lambda empty=empty: run_measured([*train, "--cache-dir", str(empty)])
+            order = E2E_RUNS[round_ % 3 :] + E2E_RUNS[: round_ % 3]
+            for run in order:
+                load = os.getloadavg()[0]
+                seconds, peak, out, status = commands[run]()
+                accuracy = _test_accuracy(out)
+                samples[run].append(
+                    {"seconds": seconds, "peak_rss_mb": peak, "test_accuracy": accuracy, "status": status}
+                )
+                log(
+                    f"whole process, round {round_ + 1}/{rounds}: {run} {seconds:.2f} s, "
+                    f"{fmt(peak, '.0f')} MB, test accuracy {fmt(accuracy, '.2%')} (load average {load:.2f})"
+                )
+    rows = []
+    for run in E2E_RUNS:
+        ok = [r for r in samples[run] if r["status"] == 0]
+        rows.append(
+            {
+                "run": run,
+                "seconds": statistics.median(r["seconds"] for r in ok) if ok else None,
+                "seconds_all": [round(r["seconds"], 3) for r in samples[run]],
+                "peak_rss_mb": statistics.median(r["peak_rss_mb"] for r in ok if r["peak_rss_mb"])
+                if ok
+                else None,
+                "test_accuracy": ok[0]["test_accuracy"] if ok else None,
+                "failed": len(samples[run]) - len(ok),
+            }
+        )
+    numpy_row = rows[2]
+    for row in rows:
+        for key in ("seconds", "peak_rss_mb"):
+            base, value = numpy_row[key], row[key]
+            row[f"{key}_ratio"] = value / base if base and value is not None else None
+    return {"epochs": epochs, "rounds": rounds, "numpy_threads": numpy_threads, "rows": rows}
 
 
 def fmt(value, spec: str, empty: str = "-") -> str:
     return empty if value is None else format(value, spec)
 
 
-def markdown(report: dict) -> str:
-    m, s = report["machine"], report["settings"]
+def machine_markdown(m: dict) -> str:
     v = m["versions"]
-    lines = [
+    return (
         f"Machine: {m['cpu']}, {m['cores']} cores; JAX {v['jax']}, NumPy {v['numpy']}, "
         f"PyTorch {v.get('torch', 'not installed')}, scikit-learn {v.get('sklearn', 'not installed')}; "
-        f"load average {m['load_average_start']} at the start, {m['load_average_end']} at the end.",
+        f"load average {m['load_average_start']} at the start, {m['load_average_end']} at the end."
+    )
+
+
+def markdown(report: dict) -> str:
+    m, s = report["machine"], report["settings"]
+    lines = [
+        machine_markdown(m),
         "",
         f"Batch {MAIN_BATCH_SIZE}, lr {s['lr']}, zero initial weights, float32, {s['epochs']} epochs x "
         f"{s['rounds']} interleaved rounds; medians over the epochs after each run's first.",
@@ -355,23 +414,30 @@ def markdown(report: dict) -> str:
                     acc = f" ({r['test_accuracy']:.1%})" if r["test_accuracy"] is not None else ""
                     cells.append(f"{r['ms_per_epoch']:.1f}{acc}")
             lines.append(f"| {system} | {grad} | " + " | ".join(cells) + " |")
-    if report.get("end_to_end"):
-        lines += [
-            "",
-            "`jax-softmax train` (20 epochs, batch 200), process start to printed test accuracy:",
-            "",
-        ]
-        lines += [
-            "| run | seconds | compile s (in fit) | median epoch s | peak RSS MB | test acc |",
-            "| --- | ---: | ---: | ---: | ---: | ---: |",
-        ]
-        for e in report["end_to_end"]:
-            lines.append(
-                f"| {e['run']} | {e['seconds']:.2f} | {fmt(e['compile_s'], '.2f')} "
-                f"| {fmt(e['median_epoch_s'], '.3f')} | {fmt(e['peak_rss_mb'], '.0f')} "
-                f"| {fmt(e['test_accuracy'], '.2%')} |"
-            )
+    if report.get("whole_process"):
+        lines += [""] + whole_process_markdown(report)
     return "\n".join(lines)
+
+
+def whole_process_markdown(report: dict) -> list[str]:
+    w = report["whole_process"]
+    lines = [
+        f"Whole processes, `jax-softmax train --epochs {w['epochs']}` against scripts/numpy_softmax.py "
+        f"(the same data, batch 200, lr 0.5, {w['epochs']} epochs), {w['rounds']} interleaved rounds, "
+        "medians; process start to exit"
+        + ("" if w.get("numpy_threads") is None else f" (NumPy's BLAS on {w['numpy_threads']} thread(s))")
+        + ":",
+        "",
+        "| run | seconds | x numpy | peak RSS MB | x numpy | test acc |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in w["rows"]:
+        lines.append(
+            f"| {r['run']} | {fmt(r['seconds'], '.2f')} | {fmt(r['seconds_ratio'], '.2f')} "
+            f"| {fmt(r['peak_rss_mb'], '.0f')} | {fmt(r['peak_rss_mb_ratio'], '.2f')} "
+            f"| {fmt(r['test_accuracy'], '.2%')} |"
+        )
+    return lines
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -391,7 +457,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--sklearn-max-iter", type=int, default=200, help="lbfgs iterations at most (default 200)")
     p.add_argument("--skip-sklearn", action="store_true", help="leave out scikit-learn (30-90 s)")
     p.add_argument("--no-memory", action="store_true", help="leave out the peak-memory processes")
-    p.add_argument("--no-end-to-end", action="store_true", help="leave out the two `jax-softmax train` runs")
+    p.add_argument(
+        "--no-end-to-end",
+        action="store_true",
+        help="leave out the whole-process runs (`jax-softmax train`, NumPy)",
+    )
+    p.add_argument(
+        "--end-to-end-only", action="store_true", help="only the whole-process runs (a minute or two)"
+    )
+    p.add_argument("--e2e-epochs", type=int, default=10, help="epochs of the whole-process runs (default 10)")
+    p.add_argument("--e2e-rounds", type=int, default=3, help="interleaved whole-process rounds (default 3)")
+    p.add_argument(
+        "--numpy-threads",
+        type=int,
+        help="BLAS threads of the NumPy script (default: its library's own choice)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object instead of Markdown")
     p.add_argument("--probe", nargs=3, metavar=("SYSTEM", "GRAD", "NPZ"), help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -410,6 +490,14 @@ def main(argv=None) -> int:
         print(message, file=sys.stderr, flush=True)
 
     report = {"machine": machine()}
+    if args.end_to_end_only:
+        report["whole_process"] = whole_process(
+            args.data_dir, args.e2e_epochs, args.e2e_rounds, log, args.numpy_threads
+        )
+        report["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
+        text = "\n".join([machine_markdown(report["machine"]), "", *whole_process_markdown(report)])
+        print(json.dumps(report, indent=1) if args.json else text)
+        return 0
     problem = load_problem(args.data_dir, args.lr)
     report["settings"] = {
         "lr": args.lr,
@@ -435,7 +523,9 @@ def main(argv=None) -> int:
             if row["batch_size"] == MAIN_BATCH_SIZE or "iterations" in row:
                 row["peak_rss_mb"] = peaks.get((row["system"], row["grad"]))
     if not args.no_end_to_end:
-        report["end_to_end"] = end_to_end(args.data_dir, log)
+        report["whole_process"] = whole_process(
+            args.data_dir, args.e2e_epochs, args.e2e_rounds, log, args.numpy_threads
+        )
     report["machine"]["load_average_end"] = round(os.getloadavg()[0], 2)
     report["rows"] = rows
     print(json.dumps(report, indent=1) if args.json else markdown(report))

@@ -2,8 +2,11 @@
 
 import functools
 import gzip
+import hashlib
 import http.server
+import os
 import threading
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -93,6 +96,146 @@ def test_mismatched_lengths_and_bad_labels_are_rejected(tmp_path):
         js.read_mnist_dir(tmp_path, verify=False)
 
 
+def test_load_mnist_without_a_directory_reads_the_environment_variable(tmp_path, monkeypatch):
+    arrays = write_mnist_like(tmp_path, n_train=6_010, n_test=7)
+    monkeypatch.setenv(data.DATA_DIR_ENV, str(tmp_path))
+    mnist = js.load_mnist(verify=False)
+    np.testing.assert_array_equal(mnist.test.y, arrays["t10k-labels-idx1-ubyte"])
+    np.testing.assert_array_equal(
+        mnist.train.x * 255, arrays["train-images-idx3-ubyte"][:10].reshape(-1, 784)
+    )
+
+
+def _same(got: js.Mnist, expected: js.Mnist) -> None:
+    for a, b in zip(got, expected, strict=True):
+        assert a.x.dtype == b.x.dtype and a.x.shape == b.x.shape and a.y.dtype == b.y.dtype
+        assert a.x.tobytes() == b.x.tobytes() and a.y.tobytes() == b.y.tobytes()
+
+
+@pytest.fixture
+def idx_reads(monkeypatch):
+    """Counts the IDX files read (cache misses)."""
+    reads = []
+    read = data._read_idx
+
+    def counting(path, shape):
+        reads.append(path.name)
+        return read(path, shape)
+
+    monkeypatch.setattr(data, "_read_idx", counting)
+    return reads
+
+
+def test_cache_hit_equals_the_idx_read_bit_for_bit(mnist_dir, tmp_path, idx_reads):
+    from_files = js.load_mnist(mnist_dir, cache=False)
+    assert len(idx_reads) == 4
+    first = js.load_mnist(mnist_dir, cache_dir=tmp_path)  # reads the files, fills the cache
+    assert len(idx_reads) == 8 and len(list(tmp_path.glob("*.npy"))) == 4
+    second = js.load_mnist(mnist_dir, cache_dir=tmp_path)
+    assert len(idx_reads) == 8, "the second load must come from the cache"
+    _same(first, from_files)
+    _same(second, from_files)
+    raw = js.load_mnist_uint8(mnist_dir, cache_dir=tmp_path)
+    assert isinstance(raw.train.x.base, np.memmap) or isinstance(raw.train.x, np.memmap)
+    assert not raw.train.x.flags.writeable
+
+
+def _cached_images(cache_dir, arrays) -> Path:
+    digest = hashlib.sha256(idx_bytes(arrays["train-images-idx3-ubyte"])).hexdigest()
+    return cache_dir / f"{digest}.npy"
+
+
+def _flip_last_byte(path):
+    content = bytearray(path.read_bytes())
+    content[-1] ^= 0x01
+    path.write_bytes(bytes(content))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[:-100])
+
+
+def _garbage_header(path):
+    path.write_bytes(b"not an npy file" + path.read_bytes()[15:])
+
+
+def _garbage_record(path):
+    for record in (path.parent / "sources").glob("*.json"):
+        record.write_text("{not json")
+
+
+def _empty(path):
+    path.write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    "damage", [_flip_last_byte, _truncate, _garbage_header, _garbage_record, _empty, lambda p: p.unlink()]
+)
+def test_a_damaged_cache_entry_falls_back_to_the_idx_files(tmp_path, idx_reads, damage):
+    arrays = write_mnist_like(tmp_path / "mnist", n_train=6_020, n_test=9)
+    cache = tmp_path / "cache"
+    expected = js.load_mnist(tmp_path / "mnist", verify=False, cache=False)
+    js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=cache)
+    damage(_cached_images(cache, arrays))
+    del idx_reads[:]
+    _same(js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=cache), expected)
+    assert "train-images-idx3-ubyte.gz" in idx_reads
+    # The fallback repaired the entry: the next load reads no file.
+    del idx_reads[:]
+    _same(js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=cache), expected)
+    assert idx_reads == []
+
+
+@pytest.mark.parametrize("keep_mtime", [False, True], ids=["new-mtime", "mtime-restored"])
+def test_a_changed_idx_file_invalidates_its_cache_entry(tmp_path, idx_reads, keep_mtime):
+    write_mnist_like(tmp_path / "mnist", n_train=6_020, n_test=9, seed=0)
+    cache = tmp_path / "cache"
+    js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=cache)
+    labels = tmp_path / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    before = os.stat(labels)
+    new_labels = (np.arange(9) % 10).astype(np.uint8)[::-1].copy()
+    write_idx(labels, new_labels, compress=True)
+    if keep_mtime:  # same mtime as before: the change time still moves
+        os.utime(labels, ns=(before.st_atime_ns, before.st_mtime_ns))
+    del idx_reads[:]
+    mnist = js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=cache)
+    np.testing.assert_array_equal(mnist.test.y, new_labels)
+    assert idx_reads == ["t10k-labels-idx1-ubyte.gz"]
+
+
+def test_verify_does_not_take_a_cached_non_canonical_file(tmp_path):
+    write_mnist_like(tmp_path / "mnist", n_train=6_020, n_test=9)
+    js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=tmp_path / "cache")
+    with pytest.raises(js.IdxError, match="SHA-256 mismatch|shape"):
+        js.load_mnist(tmp_path / "mnist", verify=True, cache_dir=tmp_path / "cache")
+
+
+def test_an_unwritable_cache_directory_is_skipped(tmp_path, idx_reads):
+    arrays = write_mnist_like(tmp_path / "mnist", n_train=6_020, n_test=9)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for _ in range(2):
+        mnist = js.load_mnist(tmp_path / "mnist", verify=False, cache_dir=blocker / "cache")
+        np.testing.assert_array_equal(mnist.test.y, arrays["t10k-labels-idx1-ubyte"])
+    assert len(idx_reads) == 8 and blocker.read_text() == ""
+
+
+def test_the_cache_is_off_when_asked_or_when_the_variable_is_empty(tmp_path, monkeypatch, idx_reads):
+    write_mnist_like(tmp_path / "mnist", n_train=6_020, n_test=9)
+    from jax_softmax.compilation_cache import CACHE_DIR_ENV
+
+    monkeypatch.setenv(CACHE_DIR_ENV, "")
+    assert data.default_data_cache_dir() is None
+    js.load_mnist(tmp_path / "mnist", verify=False)
+    js.load_mnist(tmp_path / "mnist", verify=False, cache=False, cache_dir=tmp_path / "cache")
+    assert len(idx_reads) == 8 and not (tmp_path / "cache").exists()
+    monkeypatch.setenv(CACHE_DIR_ENV, str(tmp_path / "root"))
+    assert data.default_data_cache_dir() == tmp_path / "root" / "mnist"
+    js.load_mnist(tmp_path / "mnist", verify=False)
+    js.load_mnist(tmp_path / "mnist", verify=False)
+    assert len(idx_reads) == 12 and len(list((tmp_path / "root" / "mnist").glob("*.npy"))) == 4
+
+
 def test_real_mnist_split(mnist, mnist_dir):
     assert [s.x.shape for s in mnist] == [(54_000, 784), (6_000, 784), (10_000, 784)]
     for split in mnist:
@@ -108,6 +251,7 @@ def test_no_data_dir_and_no_network_names_both_ways_out(tmp_path, monkeypatch):
     def offline(*args, **kwargs):
         raise OSError("name resolution failed")
 
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(data.socket, "getaddrinfo", offline)
     with pytest.raises(js.DataNotFoundError) as info:
         js.load_mnist(None, tfds_data_dir=tmp_path)
@@ -134,7 +278,8 @@ def mnist_server(mnist_dir, monkeypatch):
     server.shutdown()
 
 
-def test_tfds_download_path_downloads_once_and_matches_the_files(mnist_server, mnist, tmp_path):
+def test_tfds_download_path_downloads_once_and_matches_the_files(mnist_server, mnist, tmp_path, monkeypatch):
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     downloaded = js.load_mnist(None, tfds_data_dir=tmp_path)
     for got, expected in zip(downloaded, mnist, strict=True):
         np.testing.assert_array_equal(got.x, expected.x)

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from helpers import blobs, count_compiles
+from helpers import blobs, count_compiles, x64
 
 import jax_softmax as js
 from jax_softmax.gradients import train_step
@@ -135,3 +135,43 @@ def test_make_update_compiles_train_step():
     assert jax.tree.structure(new_state) == jax.tree.structure(expected_state)
     with pytest.raises(ValueError, match="plain SGD only"):
         train_step(params, state, x, y, None, optimizer=adam, weights_transposed=True)
+
+
+def test_pixel_features_are_the_host_features_bit_for_bit():
+    pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
+    host = js.data.to_features(pixels)
+    assert host.tobytes() == (pixels.astype(np.float32) / np.float32(255)).tobytes()
+    device = jax.jit(js.train.pixel_features)(pixels)
+    assert device.dtype == jnp.float32 and np.asarray(device).tobytes() == host.tobytes()
+    with x64():
+        wide = jax.jit(js.train.pixel_features, static_argnums=1)(pixels, jnp.float64)
+        assert wide.dtype == jnp.float64
+        assert np.asarray(wide).tobytes() == host.astype(np.float64).tobytes()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_fit_on_uint8_pixels_equals_fit_on_their_features(optimizer):
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (300, 40), dtype=np.uint8)
+    y = (pixels[:, :3].argmax(axis=1)).astype(np.int32)
+    features = js.data.to_features(pixels)
+    settings = {"epochs": 2, "batch_size": 25, "num_classes": 3, "optimizer": optimizer, "lr": 0.05}
+    a, history_a = js.fit((features[:250], y[:250]), (features[250:], y[250:]), **settings)
+    b, history_b = js.fit((pixels[:250], y[:250]), (pixels[250:], y[250:]), **settings, uint8_pixels=True)
+    assert np.asarray(a.w).tobytes() == np.asarray(b.w).tobytes()
+    assert np.asarray(a.b).tobytes() == np.asarray(b.b).tobytes()
+    assert [(m.train_loss, m.val_loss) for m in history_a.epochs] == [
+        (m.train_loss, m.val_loss) for m in history_b.epochs
+    ]
+    assert [float(v) for v in js.evaluate(a, features, y)] == [
+        float(v) for v in js.train.evaluate_pixels(a, pixels, y)
+    ]
+    # Evaluation in chunks of rows, with a remainder, gives the bits of the whole.
+    rows = js.train.EVALUATION_CHUNK + 37
+    big = rng.integers(0, 256, (rows, 40), dtype=np.uint8)
+    labels = rng.integers(0, 3, rows).astype(np.int32)
+    assert [np.asarray(v).tobytes() for v in js.evaluate(a, js.data.to_features(big), labels)] == [
+        np.asarray(v).tobytes() for v in js.train.evaluate_pixels(a, big, labels)
+    ]
+    with pytest.raises(TypeError, match="uint8_pixels=True needs uint8 train x, got dtype float32"):
+        js.fit((features, y), uint8_pixels=True, num_classes=3)

@@ -18,82 +18,39 @@ import sys
 import types
 from typing import TYPE_CHECKING
 
-# public name -> module of the package that defines it (or (module, its name there))
+# public name -> module of the package that defines it (or (module, its name there)).
+# Everything else is importable from its module: jax_softmax.data.Mnist, jax_softmax.plots, ...
 _EXPORTS: dict[str, str | tuple[str, str]] = {
-    "Checkpoint": "checkpoint",
-    "CheckpointError": "checkpoint",
-    "load_params": "checkpoint",
-    "read_checkpoint": "checkpoint",
-    "save_params": "checkpoint",
-    "enable_compilation_cache": "compilation_cache",
-    "GradientCheck": "gradient_check",
-    "check_gradient": "gradient_check",
-    "DataNotFoundError": "data",
-    "IdxError": "data",
-    "Mnist": "data",
-    "Split": "data",
-    "load_mnist": "data",
-    "load_mnist_uint8": "data",
-    "read_idx": "data",
-    "read_mnist_dir": "data",
-    "DiagnoseConfig": "diagnose",
-    "Diagnosis": "diagnose",
-    "TrainingLog": "diagnose",
-    "Variant": "diagnose",
-    "Verdict": "diagnose",
-    "all_variants": "diagnose",
-    "classify_collapse": "diagnose",
-    "default_variants": "diagnose",
-    "diagnose_variant": "diagnose",
-    "format_diagnosis": "diagnose",
-    "format_diagnosis_log": "diagnose",
-    "plot_diagnosis": "diagnose",
-    "run_diagnosis": "diagnose",
-    "train_variant": "diagnose",
-    "DataParallel": "distributed",
-    "data_parallel": "distributed",
-    "initialize_distributed": ("distributed", "initialize"),
-    "Report": "evaluation",
-    "class_probabilities": "evaluation",
-    "classification_report": "evaluation",
-    "confusion_matrix": "evaluation",
-    "autodiff_grad": "gradients",
-    "make_optimizer": "gradients",
-    "make_update": "gradients",
-    "manual_grad": "gradients",
-    "load_inputs": "images",
-    "preprocess_image": "images",
+    # the model and its gradient
     "Params": "model",
-    "accuracy": "model",
     "init_params": "model",
     "logits": "model",
     "loss": "model",
     "predict": "model",
-    "NonFiniteError": "nonfinite",
-    "NonFiniteStop": "nonfinite",
-    "plot_confusion": "plots",
-    "plot_curves": "plots",
-    "plot_weights": "plots",
-    "plot_zero_probabilities": "plots",
-    "save_figure": "plots",
-    "append_metrics": "run_dir",
-    "epoch_writer": "run_dir",
-    "read_metrics": "run_dir",
-    "run_metadata": "run_dir",
-    "start_run": "run_dir",
-    "write_plots": "run_dir",
-    "SweepResult": "sweep",
-    "SweepRun": "sweep",
-    "format_sweep": "sweep",
-    "plot_sweep": "sweep",
-    "rank_runs": "sweep",
-    "sweep": "sweep",
-    "EpochMetrics": "train",
-    "History": "train",
-    "evaluate": "train",
+    "accuracy": "model",
+    "manual_grad": "gradients",
+    "autodiff_grad": "gradients",
+    "make_update": "gradients",
+    # training
+    "TrainConfig": "config",
     "fit": "train",
-    "shuffled_indices": "train",
-    "train_epoch": "train",
+    "evaluate": "train",
+    "NonFiniteError": "nonfinite",
+    "sweep": "sweep",
+    "initialize_distributed": ("distributed", "initialize"),
+    # data and checkpoints
+    "load_mnist": "data",
+    "IdxError": "data",
+    "save_params": "checkpoint",
+    "load_params": "checkpoint",
+    "CheckpointError": "checkpoint",
+    # using a model
+    "classification_report": "evaluation",
+    "class_probabilities": "evaluation",
+    "preprocess_image": "images",
+    # the question
+    "run_diagnosis": "diagnose",
+    "check_gradient": "gradient_check",
 }
 
 
@@ -136,135 +93,46 @@ sys.modules[__name__].__class__ = _Package
 
 
 if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, imported eagerly
-    from jax_softmax.checkpoint import Checkpoint, CheckpointError, load_params, read_checkpoint, save_params
-    from jax_softmax.compilation_cache import enable_compilation_cache
-    from jax_softmax.data import (
-        DataNotFoundError,
-        IdxError,
-        Mnist,
-        Split,
-        load_mnist,
-        load_mnist_uint8,
-        read_idx,
-        read_mnist_dir,
-    )
-    from jax_softmax.diagnose import (
-        DiagnoseConfig,
-        Diagnosis,
-        TrainingLog,
-        Variant,
-        Verdict,
-        all_variants,
-        classify_collapse,
-        default_variants,
-        diagnose_variant,
-        format_diagnosis,
-        format_diagnosis_log,
-        plot_diagnosis,
-        run_diagnosis,
-        train_variant,
-    )
-    from jax_softmax.distributed import DataParallel, data_parallel
+    from jax_softmax.checkpoint import CheckpointError, load_params, save_params
+    from jax_softmax.config import TrainConfig
+    from jax_softmax.data import IdxError, load_mnist
+    from jax_softmax.diagnose import run_diagnosis
     from jax_softmax.distributed import initialize as initialize_distributed
-    from jax_softmax.evaluation import Report, class_probabilities, classification_report, confusion_matrix
-    from jax_softmax.gradient_check import GradientCheck, check_gradient
-    from jax_softmax.gradients import autodiff_grad, make_optimizer, make_update, manual_grad
-    from jax_softmax.images import load_inputs, preprocess_image
+    from jax_softmax.evaluation import class_probabilities, classification_report
+    from jax_softmax.gradient_check import check_gradient
+    from jax_softmax.gradients import autodiff_grad, make_update, manual_grad
+    from jax_softmax.images import preprocess_image
     from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
-    from jax_softmax.nonfinite import NonFiniteError, NonFiniteStop
-    from jax_softmax.plots import (
-        plot_confusion,
-        plot_curves,
-        plot_weights,
-        plot_zero_probabilities,
-        save_figure,
-    )
-    from jax_softmax.run_dir import (
-        append_metrics,
-        epoch_writer,
-        read_metrics,
-        run_metadata,
-        start_run,
-        write_plots,
-    )
-    from jax_softmax.sweep import SweepResult, SweepRun, format_sweep, plot_sweep, rank_runs, sweep
-    from jax_softmax.train import EpochMetrics, History, evaluate, fit, shuffled_indices, train_epoch
+    from jax_softmax.nonfinite import NonFiniteError
+    from jax_softmax.sweep import sweep
+    from jax_softmax.train import evaluate, fit
 
-__version__ = "0.1.0"
+from jax_softmax._version import __version__ as __version__  # noqa: E402
 
 __all__ = [
-    "Checkpoint",
-    "CheckpointError",
-    "DataNotFoundError",
-    "DataParallel",
-    "DiagnoseConfig",
-    "Diagnosis",
-    "EpochMetrics",
-    "GradientCheck",
-    "History",
-    "IdxError",
-    "Mnist",
-    "NonFiniteError",
-    "NonFiniteStop",
     "Params",
-    "Report",
-    "Split",
-    "SweepResult",
-    "SweepRun",
-    "TrainingLog",
-    "Variant",
-    "Verdict",
-    "accuracy",
-    "all_variants",
-    "append_metrics",
-    "autodiff_grad",
-    "check_gradient",
-    "class_probabilities",
-    "classification_report",
-    "classify_collapse",
-    "confusion_matrix",
-    "data_parallel",
-    "default_variants",
-    "diagnose_variant",
-    "enable_compilation_cache",
-    "epoch_writer",
-    "evaluate",
-    "fit",
-    "format_diagnosis",
-    "format_diagnosis_log",
-    "format_sweep",
     "init_params",
-    "initialize_distributed",
-    "load_inputs",
-    "load_mnist",
-    "load_mnist_uint8",
-    "load_params",
     "logits",
     "loss",
-    "make_optimizer",
-    "make_update",
-    "manual_grad",
-    "plot_confusion",
-    "plot_curves",
-    "plot_diagnosis",
-    "plot_sweep",
-    "plot_weights",
-    "plot_zero_probabilities",
     "predict",
-    "preprocess_image",
-    "rank_runs",
-    "read_checkpoint",
-    "read_idx",
-    "read_metrics",
-    "read_mnist_dir",
-    "run_diagnosis",
-    "run_metadata",
-    "save_figure",
-    "save_params",
-    "shuffled_indices",
-    "start_run",
+    "accuracy",
+    "manual_grad",
+    "autodiff_grad",
+    "make_update",
+    "TrainConfig",
+    "fit",
+    "evaluate",
+    "NonFiniteError",
     "sweep",
-    "train_epoch",
-    "train_variant",
-    "write_plots",
+    "initialize_distributed",
+    "load_mnist",
+    "IdxError",
+    "save_params",
+    "load_params",
+    "CheckpointError",
+    "classification_report",
+    "class_probabilities",
+    "preprocess_image",
+    "run_diagnosis",
+    "check_gradient",
 ]

@@ -31,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jax_softmax._version import __version__
 from jax_softmax.model import Params
 
 FORMAT = "jax-softmax-params/1"
@@ -144,8 +145,6 @@ def save_params(
       ValueError: for metadata that is not a JSON object or contradicts the parameters.
       TypeError: for ``params`` without ``w`` and ``b``.
     """
-    import jax_softmax  # here, not at the top: the package imports this module
-
     if not (hasattr(params, "w") and hasattr(params, "b")):
         raise TypeError(f"params must be a Params(w, b), got {type(params).__name__}")
     w, b = np.array(params.w), np.array(params.b)  # copies: params may be donated later
@@ -156,7 +155,7 @@ def save_params(
         "num_features": int(w.shape[0]),
         "num_classes": int(w.shape[1]),
         "dtype": w.dtype.name,
-        "jax_softmax_version": jax_softmax.__version__,
+        "jax_softmax_version": __version__,
         "opt_state_leaves": len(leaves),
     }
     metadata = dict(metadata or {})

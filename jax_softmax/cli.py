@@ -9,6 +9,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from jax_softmax.config import RECORDED as TRAIN_FLAGS
 from jax_softmax.data import DATA_DIR_ENV, DataNotFoundError
 
 PROG = "jax-softmax"
@@ -290,7 +291,21 @@ def start_devices(args: argparse.Namespace) -> int:
     return parallel.num_devices
 
 
-TRAIN_FLAGS = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
+def _train_config(args: argparse.Namespace, devices: int | None):
+    """The :class:`jax_softmax.TrainConfig` that ``train``'s flags ask for."""
+    from jax_softmax.config import TrainConfig
+
+    settings = {name: getattr(args, name) for name in TRAIN_FLAGS}
+    return TrainConfig(**settings, on_nonfinite=args.on_nonfinite, devices=devices)
+
+
+def describe_flags(flags, names: Sequence[str]) -> str:
+    """``--batch-size 200 --lr 0.5 ...``: the flags ``names`` as a command line would give them."""
+
+    def show(value) -> str:
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return " ".join(f"--{name.replace('_', '-')} {show(flags[name])}" for name in names if name in flags)
 
 
 def format_loss(value: float) -> str:
@@ -440,9 +455,10 @@ def run_train(args: argparse.Namespace) -> int:
             f"choose at most {len(data.train.x)}"
         )
 
+    config = _train_config(args, devices)
     run = None
     if resumed is not None:
-        from jax_softmax.resume import check_same_data, describe_flags, load_run
+        from jax_softmax.resume import check_same_data, load_run
 
         check_same_data(resumed, data, args.resume)
         run = load_run(args.resume, resumed, repair=args.out is not None)  # only the writer repairs
@@ -467,7 +483,7 @@ def run_train(args: argparse.Namespace) -> int:
                 raise CommandError(f"--out {e}; pass --overwrite to replace it") from None
         else:
             out_dir = Path(args.out)
-        write_epoch = epoch_writer(out_dir, run_metadata({k: getattr(args, k) for k in TRAIN_FLAGS}, data))
+        write_epoch = epoch_writer(out_dir, run_metadata(config.recorded(), data))
     start_epoch = 0 if run is None else run.epoch
     done = [start_epoch]  # the last completed epoch, saved to out_dir when there is one
     bar = _progress_bar(args.epochs - start_epoch, progress)
@@ -495,21 +511,11 @@ def run_train(args: argparse.Namespace) -> int:
         params, history = fit(
             data.train,
             data.validation,
-            epochs=args.epochs,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            grad=args.grad,
-            optimizer=args.optimizer,
-            l2=args.l2,
-            init_scale=args.init_scale,
-            seed=args.seed,
-            dtype=args.dtype,
+            config,
             params=None if run is None else run.params,
             opt_state=None if run is None else run.opt_state,
             start_epoch=start_epoch,
-            on_nonfinite=args.on_nonfinite,
             checkpoint_callback=report,
-            devices=devices,
             uint8_pixels=True,
         )
     except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax.resume.Interrupted)
@@ -544,7 +550,7 @@ def run_train(args: argparse.Namespace) -> int:
         if stop is not None:
             from jax_softmax.checkpoint import save_params
 
-            metadata = run_metadata({k: getattr(args, k) for k in TRAIN_FLAGS}, data)
+            metadata = run_metadata(config.recorded(), data)
             try:
                 save_params(
                     out_dir / PARAMS_FILE, params, {**metadata, "epoch": done[0], "stopped": stop.to_json()}

@@ -23,13 +23,13 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jax_softmax import validation
-from jax_softmax.model import PRECISION, Params, _is_literal_zero, _logits, _loss, loss
+from jax_softmax.config import GRAD_MODES
+from jax_softmax.model import PRECISION, Params, is_literal_zero, loss, unchecked_logits, unchecked_loss
 
 if TYPE_CHECKING:
     import optax
 
 GradMode = Literal["autodiff", "manual"]
-GRAD_MODES: tuple[str, ...] = ("autodiff", "manual")
 
 
 def manual_value_and_grad(
@@ -59,7 +59,7 @@ def _manual_value_and_grad(
 ) -> tuple[jax.Array, Params]:
     x = jnp.asarray(x, params.w.dtype)
     y = jnp.asarray(y)
-    z = _logits(params, x)
+    z = unchecked_logits(params, x)
     log_p = jax.nn.log_softmax(z, axis=-1)
     num_classes = z.shape[-1]
     onehot = jax.nn.one_hot(y, num_classes, dtype=z.dtype)
@@ -67,7 +67,7 @@ def _manual_value_and_grad(
     value = -jnp.sum(onehot * log_p) / batch
     delta = (jnp.exp(log_p) - onehot) / batch
     grad_w = jnp.matmul(x.T, delta, precision=PRECISION)
-    if not _is_literal_zero(l2):
+    if not is_literal_zero(l2):
         value = value + 0.5 * l2 * jnp.sum(params.w * params.w)
         grad_w = grad_w + l2 * params.w
     grad_b = jnp.sum(delta, axis=0)
@@ -100,7 +100,7 @@ def autodiff_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.
       TypeError, ValueError: as :func:`jax_softmax.loss`.
     """
     validation.check_batch(params, x, y, l2)
-    return jax.grad(_loss)(params, x, y, l2)
+    return jax.grad(unchecked_loss)(params, x, y, l2)
 
 
 def value_and_grad_fn(grad: GradMode) -> Callable[..., tuple[jax.Array, Params]]:

@@ -7,30 +7,18 @@ jitted, differentiated, vmapped and sharded without change.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import validation
+from jax_softmax._params import Params as Params
 
 # Full float32 products on every backend: GPUs and TPUs otherwise default to
 # reduced-precision (TF32 / bfloat16) passes, which would hide the agreement
 # between the manual and the automatic gradient behind rounding noise.
 PRECISION = jax.lax.Precision.HIGHEST
-
-
-class Params(NamedTuple):
-    """Parameters of a softmax-regression model.
-
-    Attributes:
-      w: weights, ``[num_features, num_classes]``.
-      b: biases, ``[num_classes]``.
-    """
-
-    w: jax.Array
-    b: jax.Array
 
 
 def init_params(
@@ -91,10 +79,10 @@ def logits(params: Params, x: ArrayLike) -> jax.Array:
         naming the argument (see :mod:`jax_softmax.validation`).
     """
     validation.check_batch(params, x)
-    return _logits(params, x)
+    return unchecked_logits(params, x)
 
 
-def _logits(params: Params, x: ArrayLike) -> jax.Array:
+def unchecked_logits(params: Params, x: ArrayLike) -> jax.Array:
     x = jnp.asarray(x, params.w.dtype)
     return jnp.matmul(x, params.w, precision=PRECISION) + params.b[None, :]
 
@@ -124,18 +112,18 @@ def loss(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> jax
     1.386294
     """
     validation.check_batch(params, x, y, l2)
-    return _loss(params, x, y, l2)
+    return unchecked_loss(params, x, y, l2)
 
 
-def _loss(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> jax.Array:
-    log_p = jax.nn.log_softmax(_logits(params, x), axis=-1)
+def unchecked_loss(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> jax.Array:
+    log_p = jax.nn.log_softmax(unchecked_logits(params, x), axis=-1)
     nll = -jnp.take_along_axis(log_p, jnp.asarray(y)[:, None], axis=-1)
-    if _is_literal_zero(l2):
+    if is_literal_zero(l2):
         return jnp.mean(nll)
     return jnp.mean(nll) + 0.5 * l2 * jnp.sum(params.w * params.w)
 
 
-def _is_literal_zero(l2: ArrayLike) -> bool:
+def is_literal_zero(l2: ArrayLike) -> bool:
     """Whether ``l2`` is a Python (or NumPy scalar) zero, known before tracing.
 
     Such a penalty is left out of the computation rather than multiplied by zero:
@@ -164,7 +152,7 @@ def predict(params: Params, x: ArrayLike) -> jax.Array:
 
 
 def _predict(params: Params, x: ArrayLike) -> jax.Array:
-    return jnp.argmax(_logits(params, x), axis=-1).astype(jnp.int32)
+    return jnp.argmax(unchecked_logits(params, x), axis=-1).astype(jnp.int32)
 
 
 def accuracy(params: Params, x: ArrayLike, y: ArrayLike) -> jax.Array:

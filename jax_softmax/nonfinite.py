@@ -42,9 +42,6 @@ import numpy as np
 
 from jax_softmax.model import Params
 
-ON_NONFINITE: tuple[str, ...] = ("stop", "raise")
-"""What :func:`jax_softmax.fit` does when training goes non-finite."""
-
 
 def all_finite(tree: Any) -> jax.Array:
     """Whether every floating value in ``tree`` is finite: a scalar bool, for use under ``jit``."""

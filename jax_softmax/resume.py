@@ -18,7 +18,6 @@ written (:func:`interrupts_deferred`) and then raise :class:`Interrupted`.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import signal
 import threading
@@ -275,15 +274,6 @@ def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any], *, repair:
             f"as in {PARAMS_FILE}"
         )
     return RunState(params, opt_state, epoch, metrics, dict(metadata), (repaired,) if repaired else ())
-
-
-def describe_flags(flags: Mapping[str, Any], names: Sequence[str]) -> str:
-    """``--batch-size 200 --lr 0.5 ...``: the flags ``names`` as a command line would give them."""
-
-    def show(value: Any) -> str:
-        return f"{value:g}" if isinstance(value, float) and math.isfinite(value) else str(value)
-
-    return " ".join(f"--{name.replace('_', '-')} {show(flags[name])}" for name in names if name in flags)
 
 
 @contextlib.contextmanager

@@ -45,9 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
+from jax_softmax.config import DEFAULT_INIT_SCALE
 from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
 from jax_softmax.model import Params, init_params
-from jax_softmax.train import DEFAULT_INIT_SCALE, _check_split, evaluate, train_epoch
+from jax_softmax.train import evaluate, train_epoch
+from jax_softmax.validation import check_split
 
 if TYPE_CHECKING:
     import optax
@@ -377,10 +379,10 @@ def sweep(
         raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
     lrs = _check_grid("lrs", lrs, positive=True)
     l2s = _check_grid("l2s", l2s, positive=False)
-    x_train, y_train = _check_split("train", train, None)
-    x_val, y_val = _check_split("validation", validation, x_train.shape[1])
+    x_train, y_train = check_split("train", train, None)
+    x_val, y_val = check_split("validation", validation, x_train.shape[1])
     if test is not None:
-        x_test, y_test = _check_split("test", test, x_train.shape[1])
+        x_test, y_test = check_split("test", test, x_train.shape[1])
     seeds = _check_ints("seeds", seeds, 0)
     batch_sizes = _check_ints("batch_sizes", batch_sizes, 1, len(x_train))
 

@@ -6,19 +6,24 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax import validation
+from jax_softmax import validation as _validation
+from jax_softmax.config import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
+from jax_softmax.config import DEFAULT_EPOCHS as DEFAULT_EPOCHS
+from jax_softmax.config import DEFAULT_INIT_SCALE as DEFAULT_INIT_SCALE
+from jax_softmax.config import DEFAULT_LR as DEFAULT_LR
+from jax_softmax.config import SEED_LIMIT as SEED_LIMIT
+from jax_softmax.config import TrainConfig
 from jax_softmax.distributed import data_parallel
-from jax_softmax.gradients import GRAD_MODES, GradMode, make_optimizer, train_step
+from jax_softmax.gradients import GradMode, make_optimizer, train_step
 from jax_softmax.model import Params, init_params, logits, loss
 from jax_softmax.nonfinite import (
-    ON_NONFINITE,
     NonFiniteError,
     NonFiniteStop,
     all_finite,
@@ -29,15 +34,6 @@ from jax_softmax.nonfinite import (
 
 if TYPE_CHECKING:
     import optax
-
-# Defaults that reach about 92.3% test accuracy on MNIST in 20 epochs. Batch 200 is
-# the one in the question this project answers; its learning rate 0.1 also works
-# but needs more epochs to pass 92%.
-DEFAULT_EPOCHS = 20
-DEFAULT_BATCH_SIZE = 200
-DEFAULT_LR = 0.5
-DEFAULT_INIT_SCALE = 0.01
-SEED_LIMIT = 2**32  # seeds are 0 to 2**32 - 1: a PRNG key holds 32 bits
 
 
 CPU_COMPILER_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
@@ -192,7 +188,7 @@ def _start(*, seed: int, skip: int, shape: tuple[int, int] | None, scale: float,
     return shuffle_key, params
 
 
-def _stable_argsort_uint32(keys: jax.Array) -> jax.Array:
+def stable_argsort_uint32(keys: jax.Array) -> jax.Array:
     """Indices that sort ``keys`` (uint32 ``[n]``), ties in their original order.
 
     On XLA's CPU backend ``lax.sort_key_val`` takes about 30 ms for 54,000 keys, a
@@ -220,7 +216,7 @@ def shuffled_indices(key: jax.Array, n: int) -> jax.Array:
     """The permutation of ``range(n)`` that ``jax.random.permutation(key, n)`` returns.
 
     The same algorithm (rounds of sorting by fresh random 32-bit keys) and the same
-    result, with the key-value sort replaced by :func:`_stable_argsort_uint32`:
+    result, with the key-value sort replaced by :func:`stable_argsort_uint32`:
     about three times faster on a CPU for MNIST's 54,000 examples. Above 2**24
     elements, where the radix sort needs many passes, it is
     ``jax.random.permutation`` itself.
@@ -239,7 +235,7 @@ def shuffled_indices(key: jax.Array, n: int) -> jax.Array:
     indices = jnp.arange(n, dtype=jnp.int32)
     for _ in range(rounds):
         key, subkey = jax.random.split(key)
-        indices = indices[_stable_argsort_uint32(jax.random.bits(subkey, (n,), jnp.uint32))]
+        indices = indices[stable_argsort_uint32(jax.random.bits(subkey, (n,), jnp.uint32))]
     return indices
 
 
@@ -364,154 +360,165 @@ def _epoch_result(params: Params, opt_state: optax.OptState, losses: jax.Array, 
     return params, opt_state, mean_loss, first_bad_step, losses
 
 
-def _check_split(
-    name: str, split: Sequence[ArrayLike], num_features: int | None, num_classes: int | None = None
-) -> tuple:
-    if len(split) != 2:
-        raise ValueError(f"{name} must be an (x, y) pair, got {len(split)} items")
-    x, y = np.asarray(split[0]), np.asarray(split[1])
-    if x.ndim != 2:
-        raise ValueError(f"{name} x must be [n, num_features], got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"the {name} split is empty (x has shape {x.shape}); it needs at least one example")
-    if num_features is not None and x.shape[1] != num_features:
-        raise ValueError(f"{name} x has {x.shape[1]} features, expected {num_features}")
-    if y.shape != (x.shape[0],):
-        raise ValueError(f"{name} y must have shape ({x.shape[0]},) to match x, got {y.shape}")
-    if not np.issubdtype(y.dtype, np.integer):
-        raise TypeError(f"{name} y must hold integer labels, got dtype {y.dtype}")
-    validation.check_finite(x, f"{name} x")
-    if num_classes is not None:
-        validation.check_labels(y, len(y), num_classes, f"{name} y")
-    return x, y
-
-
-def _warn_if_raw_pixels(x: np.ndarray) -> None:
-    # Here, not in fit: fit's argument ``validation`` hides the module of that name.
-    if validation.looks_like_raw_pixels(x):
-        validation.warn_raw_pixels("train x", stacklevel=3)
-
-
 def fit(
     train: Sequence[ArrayLike],
     validation: Sequence[ArrayLike] | None = None,
+    config: TrainConfig | None = None,
     *,
-    epochs: int = DEFAULT_EPOCHS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    lr: float = DEFAULT_LR,
-    grad: GradMode = "autodiff",
-    optimizer: str | optax.GradientTransformation = "sgd",
-    l2: float = 0.0,
-    init_scale: float = DEFAULT_INIT_SCALE,
-    seed: int = 0,
-    dtype: DTypeLike = jnp.float32,
-    num_classes: int = 10,
     params: Params | None = None,
-    callback: Callable[[EpochMetrics, Params], None] | None = None,
     opt_state: optax.OptState | None = None,
     start_epoch: int = 0,
-    on_nonfinite: str = "stop",
+    callback: Callable[[EpochMetrics, Params], None] | None = None,
     checkpoint_callback: Callable[[EpochMetrics, Params, optax.OptState], None] | None = None,
-    devices: int | None = None,
     uint8_pixels: bool = False,
+    **settings: Any,
 ) -> tuple[Params, History]:
     """Trains softmax regression with mini-batch gradient descent.
 
-    Each epoch shuffles the training set with a fresh key split from ``seed`` and
-    runs one compiled ``jax.lax.scan`` over its ``len(x) // batch_size`` batches.
-    The training set is put on the device once.
+    Each epoch shuffles the training set with a fresh key split from the seed and
+    runs one compiled ``jax.lax.scan`` of :func:`jax_softmax.gradients.train_step`
+    over its ``len(x) // batch_size`` batches. The training set is put on the device
+    once.
 
     Args:
       train: ``(x, y)``: inputs ``[n, num_features]`` float, labels ``[n]`` int.
       validation: an optional ``(x, y)`` evaluated after every epoch.
-      epochs: number of passes over the training set.
-      batch_size: examples per step.
-      lr: learning rate.
-      grad: ``"autodiff"`` or ``"manual"``.
-      optimizer: ``"sgd"`` (plain ``params - lr * grad``), another name from
-        :data:`jax_softmax.gradients.OPTIMIZERS`, or an optax optimizer.
-      l2: strength of the L2 penalty on the weights.
-      init_scale: standard deviation of the initial weights (0 for zeros).
-      seed: seeds the initial weights and the shuffling, 0 to 2**32 - 1.
-      dtype: floating dtype of the parameters and computation.
-      num_classes: number of classes.
+      config: the settings (:class:`jax_softmax.TrainConfig`; its defaults if ``None``).
       params: start from these parameters instead of a fresh initialisation.
-      callback: called as ``callback(metrics, params)`` after every epoch.
       opt_state: continue from this optimizer state (with ``params``) instead of
         ``optimizer.init(params)``.
       start_epoch: the number of epochs already trained: epochs ``start_epoch + 1``
         to ``epochs`` run, with the shuffling keys a run from epoch 1 would use, so
         resuming from the parameters and optimizer state saved after epoch
         ``start_epoch`` gives the same result, bit for bit, as not stopping.
-      on_nonfinite: what to do when a step's loss, parameters or optimizer state is
-        NaN or infinite (found inside the compiled epoch, see
-        :mod:`jax_softmax.nonfinite`): ``"stop"`` returns the last finite parameters
-        with ``history.stopped`` saying where and why; ``"raise"`` raises
-        :class:`jax_softmax.NonFiniteError`, which carries them.
+      callback: called as ``callback(metrics, params)`` after every epoch.
       checkpoint_callback: called as ``checkpoint_callback(metrics, params,
         opt_state)`` after every epoch (after ``callback``): everything a later
         ``fit(..., params=params, opt_state=opt_state, start_epoch=metrics.epoch)``
         needs.
-      devices: how many devices share each mini-batch (data parallelism, see
-        :mod:`jax_softmax.distributed`): ``None`` for all of them (every process's
-        after :func:`jax_softmax.initialize_distributed`), 1 for one device. The
-        result equals the one-device result to float rounding.
       uint8_pixels: the inputs (training and validation) are uint8 pixels, as
-        :func:`jax_softmax.load_mnist_uint8` returns them: they go to the device as
-        they are (a quarter of the bytes of float32; on a CPU, without a copy) and each
-        batch is scaled to ``x / 255`` there, the values :func:`jax_softmax.load_mnist`
-        gives, so training is the same, bit for bit. ``False``: inputs are used as given.
+        :func:`jax_softmax.data.load_mnist_uint8` returns them: they go to the device
+        as they are (a quarter of the bytes of float32; on a CPU, without a copy) and
+        each batch is scaled to ``x / 255`` there, the values
+        :func:`jax_softmax.load_mnist` gives, so training is the same, bit for bit.
+      **settings: fields of :class:`jax_softmax.TrainConfig` that replace the
+        config's (``fit(data, epochs=5, lr=0.1)``).
 
     Returns:
       ``(params, history)``: the parameters after the last epoch, or the last finite
-      ones when training stopped on a non-finite value.
+      ones when training stopped on a non-finite value (``history.stopped`` says
+      where and why; with ``on_nonfinite="raise"``, :class:`jax_softmax.NonFiniteError`
+      carries them instead).
 
     Raises:
-      ValueError, TypeError: for malformed data or hyperparameters, naming them,
-        for an empty split, and for a ``batch_size`` that does not divide evenly over
-        the devices.
+      ValueError, TypeError: for malformed data or settings, naming them, for an
+        empty split, and for a ``batch_size`` that does not divide evenly over the
+        devices.
+      NonFiniteError: (a ``FloatingPointError``) with ``on_nonfinite="raise"``.
 
     Warns:
       RawPixelsWarning: the training inputs look like raw 0-255 pixels, not pixels in [0, 1].
-      NonFiniteError: (a ``FloatingPointError``) with ``on_nonfinite="raise"``.
     """
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < SEED_LIMIT:
-        # PRNG keys hold 32 bits: a larger seed would silently train a smaller one's run.
-        raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {seed!r}")
-    if grad not in GRAD_MODES:
-        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be finite and > 0, got {lr!r}")
-    if not (np.isfinite(l2) and l2 >= 0):
-        raise ValueError(f"l2 must be finite and >= 0, got {l2!r}")
-    if on_nonfinite not in ON_NONFINITE:
-        raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}, got {on_nonfinite!r}")
-    if not isinstance(start_epoch, int) or not 0 <= start_epoch < epochs:
-        raise ValueError(f"start_epoch must be an integer in [0, epochs={epochs}), got {start_epoch!r}")
+    config = (config or TrainConfig()).replace(**settings)
+    _check_continuation(config, params, opt_state, start_epoch)
+    data, parallel = _training_data(train, validation, config, params, uint8_pixels)
+    shuffle_key, params, opt_state, transform = _initial_state(config, data, params, opt_state, start_epoch)
+    replicate = (lambda tree: tree) if parallel is None else parallel.replicate
+    params, opt_state = replicate((params, opt_state))
+    programs, history = _compile_programs(
+        config, data, parallel, transform, uint8_pixels, (params, opt_state, replicate(shuffle_key))
+    )
+    losses: list[float] = []  # the epochs' mean training losses, for describing a stop
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        start = time.perf_counter()
+        shuffle_key, epoch_key = _split_key(shuffle_key)
+        epoch_key = replicate(epoch_key)
+        before = (params, opt_state)
+        params, opt_state, train_loss, finite = programs.epoch(params, opt_state, epoch_key, *data.train)
+        if not bool(finite):
+            history.stopped, params, opt_state = programs.replay(before, epoch_key, epoch, losses)
+            if history.stopped is not None:
+                if config.on_nonfinite == "raise":
+                    raise NonFiniteError(history.stopped, params)
+                return params, history
+        metrics = _epoch_metrics(epoch, train_loss, programs.evaluate(params), start)
+        history.epochs.append(metrics)
+        losses.append(metrics.train_loss)
+        if callback is not None:
+            callback(metrics, params)
+        if checkpoint_callback is not None:
+            checkpoint_callback(metrics, params, opt_state)
+    return params, history
+
+
+class _Data(NamedTuple):
+    """The training set ``(x, y, lr)`` as the epoch takes it, and the validation set or ``None``."""
+
+    train: tuple[jax.Array, jax.Array, jax.Array]
+    validation: tuple[jax.Array, jax.Array] | None
+    num_features: int
+
+
+class _Programs(NamedTuple):
+    """What :func:`fit` runs each epoch, compiled for its data and settings."""
+
+    epoch: Callable
+    replay: Callable
+    evaluate: Callable
+
+
+def _check_continuation(config: TrainConfig, params, opt_state, start_epoch: int) -> None:
+    if not isinstance(start_epoch, int) or not 0 <= start_epoch < config.epochs:
+        raise ValueError(
+            f"start_epoch must be an integer in [0, epochs={config.epochs}), got {start_epoch!r}"
+        )
     if opt_state is not None and params is None:
         raise ValueError("opt_state needs the params it belongs to: pass params too")
-    dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
+    if config.dtype == "float64" and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
-    classes = num_classes if params is None else params.w.shape[1]
-    x_train, y_train = _check_split("train", train, None if params is None else params.w.shape[0], classes)
-    if not isinstance(batch_size, int) or not 1 <= batch_size <= len(x_train):
-        raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {batch_size!r}")
-    if validation is not None:
-        x_val, y_val = _check_split("validation", validation, x_train.shape[1], classes)
-    if not uint8_pixels:  # uint8_pixels says they are raw pixels, and scales them
-        _warn_if_raw_pixels(x_train)
-    parallel = data_parallel(devices)
-    if parallel is not None:
-        parallel.check_batch_size(batch_size)
 
-    shape = None if params is not None else (x_train.shape[1], num_classes)
-    scale = float(init_scale)
-    shuffle_key, fresh = _start(seed=seed, skip=start_epoch, shape=shape, scale=scale, dtype=dtype)
+
+def _training_data(train, validation, config: TrainConfig, params, uint8_pixels: bool):
+    """Checks the splits and puts them on the device(s): ``(_Data, DataParallel or None)``."""
+    classes = config.num_classes if params is None else params.w.shape[1]
+    x_train, y_train = _validation.check_split(
+        "train", train, None if params is None else params.w.shape[0], classes
+    )
+    if config.batch_size > len(x_train):
+        raise ValueError(f"batch_size must be an integer in [1, {len(x_train)}], got {config.batch_size!r}")
+    splits = [("train", x_train, y_train)]
+    if validation is not None:
+        splits.append(
+            ("validation", *_validation.check_split("validation", validation, x_train.shape[1], classes))
+        )
+    if not uint8_pixels and _validation.looks_like_raw_pixels(x_train):
+        _validation.warn_raw_pixels("train x", stacklevel=3)
+    parallel = data_parallel(config.devices)
+    if parallel is not None:
+        parallel.check_batch_size(config.batch_size)
+    replicate = (lambda tree: tree) if parallel is None else parallel.replicate
+    placed = []
+    for name, x, y in splits:
+        if uint8_pixels and x.dtype != np.uint8:
+            raise TypeError(f"uint8_pixels=True needs uint8 {name} x, got dtype {x.dtype}")
+        # device_put, not jnp.asarray: on a CPU it can use the host array without copying it.
+        x = jax.device_put(x) if uint8_pixels else jnp.asarray(x, config.dtype)
+        placed.append(replicate((x, jnp.asarray(y, jnp.int32))))
+    lr = replicate(jax.device_put(np.asarray(config.lr, config.dtype)))  # a transfer, not a compiled cast
+    data = _Data((*placed[0], lr), placed[1] if validation is not None else None, x_train.shape[1])
+    return data, parallel
+
+
+def _initial_state(config: TrainConfig, data: _Data, params, opt_state, start_epoch: int) -> tuple:
+    """``(shuffle_key, params, opt_state, optimizer)`` for epoch ``start_epoch + 1``."""
+    shape = None if params is not None else (data.num_features, config.num_classes)
+    scale = float(config.init_scale)
+    shuffle_key, fresh = _start(
+        seed=config.seed, skip=start_epoch, shape=shape, scale=scale, dtype=config.dtype
+    )
     params = fresh if params is None else params
-    transform = make_optimizer(optimizer, lr) if isinstance(optimizer, str) else optimizer
+    optimizer = config.optimizer
+    transform = make_optimizer(optimizer, config.lr) if isinstance(optimizer, str) else optimizer
     fresh_state = () if transform is None else transform.init(params)
     if opt_state is None:
         opt_state = fresh_state
@@ -520,89 +527,70 @@ def fit(
             f"opt_state does not belong to this optimizer: its tree is {jax.tree.structure(opt_state)}, "
             f"the optimizer's is {jax.tree.structure(fresh_state)}"
         )
+    return shuffle_key, params, opt_state, transform
 
-    if uint8_pixels:
-        for name, x in (("train", x_train), ("validation", x_val if validation is not None else None)):
-            if x is not None and x.dtype != np.uint8:
-                raise TypeError(f"uint8_pixels=True needs uint8 {name} x, got dtype {x.dtype}")
-        # device_put, not jnp.asarray: on a CPU it can use the host array without copying it.
-        x_train = jax.device_put(x_train)
-    else:
-        x_train = jnp.asarray(x_train, dtype)
-    y_train = jnp.asarray(y_train, jnp.int32)
-    if validation is not None:
-        x_val = jax.device_put(x_val) if uint8_pixels else jnp.asarray(x_val, dtype)
-        y_val = jnp.asarray(y_val, jnp.int32)
-    lr_array = jax.device_put(np.asarray(lr, dtype))  # a transfer, where jnp.asarray compiles a cast
-    # With several devices every array is replicated and each batch is split.
-    replicate = (lambda tree: tree) if parallel is None else parallel.replicate
-    params, opt_state, x_train, y_train, lr_array = replicate((params, opt_state, x_train, y_train, lr_array))
-    if validation is not None:
-        x_val, y_val = replicate((x_val, y_val))
 
-    settings = {"batch_size": batch_size, "grad": grad, "optimizer": transform, "l2": l2}
+def _compile_programs(
+    config: TrainConfig, data: _Data, parallel, transform, uint8_pixels: bool, state: tuple
+):
+    """The compiled epoch and evaluation for ``state = (params, opt_state, key)``, the replay of a
+    failed epoch, and the :class:`History` that records the compilation time."""
+    settings = {"batch_size": config.batch_size, "grad": config.grad, "optimizer": transform, "l2": config.l2}
     if uint8_pixels:
         settings["uint8_pixels"] = True
     if parallel is not None:
         settings["batch_sharding"] = parallel.batch_indices
-    # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
-    epoch_fn = jax.jit(partial(checked_epoch, **settings))
     start = time.perf_counter()
-    compiled = _compile(epoch_fn.lower(params, opt_state, replicate(shuffle_key), x_train, y_train, lr_array))
-    if validation is not None:
-        evaluate_compiled = (
-            (evaluate_pixels if uint8_pixels else evaluate).lower(params, x_val, y_val).compile()
-        )
+    # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
+    epoch = _compile(jax.jit(partial(checked_epoch, **settings)).lower(*state, *data.train))
+    evaluate_fn = _no_validation
+    if data.validation is not None:
+        compiled = (evaluate_pixels if uint8_pixels else evaluate).lower(state[0], *data.validation).compile()
+        evaluate_fn = partial(_evaluate_on, compiled, data.validation)
     history = History(compile_seconds=time.perf_counter() - start)
+    replay = partial(_replay, settings=settings, data=data, config=config)
+    return _Programs(epoch, replay, evaluate_fn), history
 
-    start_loss = previous_loss = None  # epoch means, for describing a stop
-    for epoch in range(start_epoch + 1, epochs + 1):
-        start = time.perf_counter()
-        shuffle_key, epoch_key = _split_key(shuffle_key)
-        epoch_key = replicate(epoch_key)
-        before = (params, opt_state)
-        params, opt_state, train_loss, finite = compiled(
-            params, opt_state, epoch_key, x_train, y_train, lr_array
-        )
-        if not bool(finite):
-            # Replay the epoch with every step checked, to find the first non-finite one
-            # and the last finite parameters; compiled only when an epoch goes wrong.
-            replay = jax.jit(partial(train_epoch, **settings, stop_at_nonfinite=True))
-            replay = _compile(replay.lower(*before, epoch_key, x_train, y_train, lr_array))
-            params, opt_state, train_loss, first_bad_step, losses = replay(
-                *before, epoch_key, x_train, y_train, lr_array
-            )
-            if int(first_bad_step):
-                losses = np.asarray(losses)
-                history.stopped = describe_stop(
-                    epoch=epoch,
-                    step=int(first_bad_step),
-                    losses=losses,
-                    start_loss=float(losses[0]) if start_loss is None else start_loss,
-                    previous_loss=np.nan if previous_loss is None else previous_loss,
-                    lr=lr,
-                    dtype=dtype.name,
-                    l2=l2,
-                )
-                if on_nonfinite == "raise":
-                    raise NonFiniteError(history.stopped, params)
-                return params, history
-        if validation is not None:
-            val_loss, val_acc = evaluate_compiled(params, x_val, y_val)
-        else:
-            val_loss = val_acc = jnp.nan
-        metrics = EpochMetrics(
-            epoch=epoch,
-            train_loss=float(train_loss),
-            val_loss=float(val_loss),
-            val_accuracy=float(val_acc),
-            seconds=time.perf_counter() - start,
-        )
-        history.epochs.append(metrics)
-        start_loss = metrics.train_loss if start_loss is None else start_loss
-        previous_loss = metrics.train_loss
-        if callback is not None:
-            callback(metrics, params)
-        if checkpoint_callback is not None:
-            checkpoint_callback(metrics, params, opt_state)
-    return params, history
+
+def _no_validation(params: Params) -> tuple[float, float]:
+    return np.nan, np.nan
+
+
+def _evaluate_on(compiled: Callable, split: tuple, params: Params) -> tuple:
+    return compiled(params, *split)
+
+
+def _replay(before: tuple, epoch_key, epoch: int, losses: list[float], *, settings, data: _Data, config):
+    """Replays an epoch that went non-finite with every step checked: ``(stop, params, opt_state)``.
+
+    Compiled only when an epoch goes wrong. ``stop`` is ``None`` when no step of the
+    replay was non-finite, and then the parameters and state are the epoch's result.
+    """
+    replay = jax.jit(partial(train_epoch, **settings, stop_at_nonfinite=True))
+    replay = _compile(replay.lower(*before, epoch_key, *data.train))
+    params, opt_state, _, first_bad_step, step_losses = replay(*before, epoch_key, *data.train)
+    if not int(first_bad_step):
+        return None, params, opt_state
+    step_losses = np.asarray(step_losses)
+    stop = describe_stop(
+        epoch=epoch,
+        step=int(first_bad_step),
+        losses=step_losses,
+        start_loss=losses[0] if losses else float(step_losses[0]),
+        previous_loss=losses[-1] if losses else np.nan,
+        lr=config.lr,
+        dtype=config.dtype,
+        l2=config.l2,
+    )
+    return stop, params, opt_state
+
+
+def _epoch_metrics(epoch: int, train_loss, validation: tuple, start: float) -> EpochMetrics:
+    val_loss, val_acc = validation
+    return EpochMetrics(
+        epoch=epoch,
+        train_loss=float(train_loss),
+        val_loss=float(val_loss),
+        val_accuracy=float(val_acc),
+        seconds=time.perf_counter() - start,
+    )

@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.typing import ArrayLike
 
 # model imports this module; its Params is looked up when a check runs.
-from jax_softmax import model
+from jax_softmax._params import Params
 
 
 def is_concrete(value: Any) -> bool:
@@ -152,7 +154,7 @@ def check_params(params: Any, name: str = "params") -> tuple[int, int]:
       TypeError: not a ``Params``, or ``w``/``b`` not floating arrays.
       ValueError: ``w`` not 2-D or ``b`` not ``[num_classes]``.
     """
-    if not isinstance(params, model.Params):
+    if not isinstance(params, Params):
         raise TypeError(f"{name} must be a jax_softmax.Params(w, b), got {type(params).__name__}")
     for field in ("w", "b"):
         leaf = getattr(params, field)
@@ -272,3 +274,31 @@ def check_batch(params: Any, x: Any, y: Any = None, l2: Any = None) -> None:
         check_labels(y, batch, num_classes)
     if l2 is not None:
         check_l2(l2)
+
+
+def check_split(
+    name: str, split: Sequence[ArrayLike], num_features: int | None, num_classes: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, y)`` of a data split as NumPy arrays, checked: shapes, a non-empty split, integer
+    labels in ``[0, num_classes)``, finite inputs.
+
+    Raises:
+      ValueError, TypeError: naming the split and what is wrong with it.
+    """
+    if len(split) != 2:
+        raise ValueError(f"{name} must be an (x, y) pair, got {len(split)} items")
+    x, y = np.asarray(split[0]), np.asarray(split[1])
+    if x.ndim != 2:
+        raise ValueError(f"{name} x must be [n, num_features], got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"the {name} split is empty (x has shape {x.shape}); it needs at least one example")
+    if num_features is not None and x.shape[1] != num_features:
+        raise ValueError(f"{name} x has {x.shape[1]} features, expected {num_features}")
+    if y.shape != (x.shape[0],):
+        raise ValueError(f"{name} y must have shape ({x.shape[0]},) to match x, got {y.shape}")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise TypeError(f"{name} y must hold integer labels, got dtype {y.dtype}")
+    check_finite(x, f"{name} x")
+    if num_classes is not None:
+        check_labels(y, len(y), num_classes, f"{name} y")
+    return x, y

@@ -48,6 +48,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import jax_softmax as js  # noqa: E402
+from jax_softmax.data import Mnist  # noqa: E402
 from jax_softmax.sweep import log_range  # noqa: E402
 
 FULL = {
@@ -157,7 +158,7 @@ def gradient_tests(budget: Budget, pytest_filter: str | None) -> dict:
     }
 
 
-def epoch_times(mnist: js.Mnist, budget: Budget, batches, epochs: int, examples: int | None) -> list[dict]:
+def epoch_times(mnist: Mnist, budget: Budget, batches, epochs: int, examples: int | None) -> list[dict]:
     """Median milliseconds per epoch (the first epoch left out) of ``fit`` at each batch size."""
     x, y = mnist.train.x[:examples], mnist.train.y[:examples]
     rows = []
@@ -229,7 +230,7 @@ def train_runs(data_dir: str, budget: Budget, extra_args) -> list[dict]:
     return rows
 
 
-def sweep_scaling(mnist: js.Mnist, budget: Budget, models_list, epochs: int, examples: int | None) -> dict:
+def sweep_scaling(mnist: Mnist, budget: Budget, models_list, epochs: int, examples: int | None) -> dict:
     """Models per second when ``models`` plain-SGD models share every batch (batch 200)."""
     train = (mnist.train.x[:examples], mnist.train.y[:examples])
     validation = (mnist.validation.x, mnist.validation.y)

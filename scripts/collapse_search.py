@@ -35,12 +35,13 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)  # for the float64 runs; set before any array exists
 
-import jax_softmax as js  # noqa: E402
+from jax_softmax.data import load_mnist_uint8  # noqa: E402
+from jax_softmax.diagnose import DiagnoseConfig, Diagnosis, Variant, diagnose_variant  # noqa: E402
 
 LOW, HIGH = 0.60, 0.70
 
 
-def first_minus_inf(d: js.Diagnosis) -> tuple[int | None, float | None]:
+def first_minus_inf(d: Diagnosis) -> tuple[int | None, float | None]:
     """The first step whose log-likelihood is -inf, and the accuracy of the weights it started from.
 
     A run whose first non-finite value is a NaN (an overflow) has NaN weights from then
@@ -75,13 +76,13 @@ def main() -> int:
         for pixels in (("raw", "scaled") if args.pixels == "both" else (args.pixels,))
         for softmax in (("shifted", "naive") if args.softmax == "both" else (args.softmax,))
     ]
-    data = js.load_mnist_uint8(args.data_dir)
+    data = load_mnist_uint8(args.data_dir)
     rows, start = [], time.perf_counter()
     for dtype, init_scale, (sign, pixels, softmax), lr in itertools.product(
         ("float64", "float32"), (0.0, 0.01), variants, lrs
     ):
-        config = js.DiagnoseConfig(epochs=args.epochs, lr=lr, init_scale=init_scale)
-        d = js.diagnose_variant(js.Variant(sign, pixels, softmax, dtype), data.train, data.validation, config)
+        config = DiagnoseConfig(epochs=args.epochs, lr=lr, init_scale=init_scale)
+        d = diagnose_variant(Variant(sign, pixels, softmax, dtype), data.train, data.validation, config)
         step, accuracy = first_minus_inf(d)
         rows.append(
             {

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 import jax_softmax as js
 from jax_softmax.data import DATA_DIR_ENV
+from jax_softmax.gradients import make_optimizer
 from jax_softmax.nonfinite import all_finite
 from jax_softmax.train import _compile, checked_epoch, train_epoch
 
@@ -50,7 +51,7 @@ def main() -> None:
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for grad in args.grad:
         for name in args.optimizer:
-            optimizer = js.make_optimizer(name, 0.5 if name == "sgd" else 1e-3)
+            optimizer = make_optimizer(name, 0.5 if name == "sgd" else 1e-3)
             settings = {"batch_size": args.batch_size, "grad": grad, "optimizer": optimizer, "l2": 0.0}
             params = js.init_params(jax.random.key(0))
             start = (params, () if optimizer is None else optimizer.init(params))

@@ -16,10 +16,10 @@ from jax_softmax.compilation_cache import CACHE_DIR_ENV, default_cache_dir
 CHILD = textwrap.dedent(
     """
     import collections, sys, jax, jax.numpy as jnp
-    import jax_softmax as js
+    from jax_softmax.compilation_cache import enable_compilation_cache
     events = collections.Counter()
     jax.monitoring.register_event_listener(lambda name, **kwargs: events.update([name]))
-    js.enable_compilation_cache(sys.argv[1])
+    enable_compilation_cache(sys.argv[1])
     value = float(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((3, 3))).sum())
     requests = events["/jax/compilation_cache/compile_requests_use_cache"]
     print(value, requests, events["/jax/compilation_cache/cache_hits"])

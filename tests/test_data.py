@@ -14,6 +14,7 @@ from idx_files import idx_bytes, write_idx, write_mnist_like
 
 import jax_softmax as js
 from jax_softmax import data
+from jax_softmax.data import DataNotFoundError, Mnist, load_mnist_uint8, read_idx, read_mnist_dir
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
@@ -30,7 +31,7 @@ from jax_softmax import data
 def test_idx_round_trip(tmp_path, compress, array):
     code = {np.uint8: 0x08, np.int32: 0x0C, np.float32: 0x0D}[array.dtype.type]
     path = write_idx(tmp_path / "f.idx", array, compress=compress, type_code=code)
-    read = js.read_idx(path)
+    read = read_idx(path)
     assert read.dtype == array.dtype and read.shape == array.shape
     np.testing.assert_array_equal(read, array)
 
@@ -58,16 +59,16 @@ def test_malformed_idx_raises_a_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.idx"
     path.write_bytes(content)
     with pytest.raises(js.IdxError, match=message) as info:
-        js.read_idx(path)
+        read_idx(path)
     assert str(path) in str(info.value)
 
 
 def test_missing_file_and_wrong_shape_are_named(tmp_path):
     with pytest.raises(js.IdxError, match="no such file"):
-        js.read_idx(tmp_path / "absent.gz")
+        read_idx(tmp_path / "absent.gz")
     path = write_idx(tmp_path / "f", np.zeros((2, 3), np.uint8), compress=False)
     with pytest.raises(js.IdxError, match=r"shape \(2, 3\), expected \(4,\)"):
-        js.read_idx(path, expected_shape=(4,))
+        read_idx(path, expected_shape=(4,))
 
 
 def test_load_mnist_from_written_files(tmp_path):
@@ -87,13 +88,13 @@ def test_mismatched_lengths_and_bad_labels_are_rejected(tmp_path):
     write_mnist_like(tmp_path, n_train=20, n_test=5)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.zeros(4, np.uint8), compress=True)
     with pytest.raises(js.IdxError, match="5 images but 4 labels"):
-        js.read_mnist_dir(tmp_path, verify=False)
+        read_mnist_dir(tmp_path, verify=False)
     write_idx(tmp_path / "t10k-labels-idx1-ubyte.gz", np.array([1, 2, 12, 3, 4], np.uint8), compress=True)
     with pytest.raises(js.IdxError, match="label 12 at index 2 is outside 0-9"):
-        js.read_mnist_dir(tmp_path, verify=False)
+        read_mnist_dir(tmp_path, verify=False)
     (tmp_path / "train-images-idx3-ubyte.gz").unlink()
     with pytest.raises(js.IdxError, match="neither train-images-idx3-ubyte.gz nor"):
-        js.read_mnist_dir(tmp_path, verify=False)
+        read_mnist_dir(tmp_path, verify=False)
 
 
 def test_load_mnist_without_a_directory_reads_the_environment_variable(tmp_path, monkeypatch):
@@ -106,7 +107,7 @@ def test_load_mnist_without_a_directory_reads_the_environment_variable(tmp_path,
     )
 
 
-def _same(got: js.Mnist, expected: js.Mnist) -> None:
+def _same(got: Mnist, expected: Mnist) -> None:
     for a, b in zip(got, expected, strict=True):
         assert a.x.dtype == b.x.dtype and a.x.shape == b.x.shape and a.y.dtype == b.y.dtype
         assert a.x.tobytes() == b.x.tobytes() and a.y.tobytes() == b.y.tobytes()
@@ -135,7 +136,7 @@ def test_cache_hit_equals_the_idx_read_bit_for_bit(mnist_dir, tmp_path, idx_read
     assert len(idx_reads) == 8, "the second load must come from the cache"
     _same(first, from_files)
     _same(second, from_files)
-    raw = js.load_mnist_uint8(mnist_dir, cache_dir=tmp_path)
+    raw = load_mnist_uint8(mnist_dir, cache_dir=tmp_path)
     assert isinstance(raw.train.x.base, np.memmap) or isinstance(raw.train.x, np.memmap)
     assert not raw.train.x.flags.writeable
 
@@ -243,7 +244,7 @@ def test_real_mnist_split(mnist, mnist_dir):
         assert split.x.min() == 0.0 and split.x.max() == 1.0
         assert set(np.unique(split.y)) == set(range(10))
     # The validation set is the last 6,000 official training images.
-    raw = js.read_mnist_dir(mnist_dir)
+    raw = read_mnist_dir(mnist_dir)
     np.testing.assert_array_equal(mnist.validation.y, raw["train_labels"][-6_000:])
 
 
@@ -253,11 +254,11 @@ def test_no_data_dir_and_no_network_names_both_ways_out(tmp_path, monkeypatch):
 
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     monkeypatch.setattr(data.socket, "getaddrinfo", offline)
-    with pytest.raises(js.DataNotFoundError) as info:
+    with pytest.raises(DataNotFoundError) as info:
         js.load_mnist(None, tfds_data_dir=tmp_path)
     message = str(info.value)
     assert "--data-dir" in message and data.DATA_DIR_ENV in message and "tensorflow-datasets" in message
-    with pytest.raises(js.DataNotFoundError, match="not in the tensorflow-datasets cache"):
+    with pytest.raises(DataNotFoundError, match="not in the tensorflow-datasets cache"):
         js.load_mnist(None, tfds_data_dir=tmp_path, download=False)
 
 

@@ -14,7 +14,24 @@ from helpers import run_cli, x64
 
 import jax_softmax as js
 from jax_softmax.cli import main
-from jax_softmax.diagnose import CAUSES, EXP_LIMITS
+from jax_softmax.data import load_mnist_uint8
+from jax_softmax.diagnose import (
+    CAUSES,
+    EXP_LIMITS,
+    DiagnoseConfig,
+    TrainingLog,
+    Variant,
+    Verdict,
+    all_variants,
+    classify_collapse,
+    default_variants,
+    diagnose_variant,
+    format_diagnosis,
+    format_diagnosis_log,
+    plot_diagnosis,
+    train_variant,
+)
+from jax_softmax.plots import plot_zero_probabilities, save_figure
 
 NUM_CLASSES = 4
 
@@ -37,7 +54,7 @@ SYNTHETIC = synthetic_digits()
 # With 30% of the pixels flipped some images are still misclassified after a step, and
 # by a margin of thousands: their true-class probability is exactly 0 in a shifted softmax.
 NOISY = synthetic_digits(flip=0.3)
-CONFIG = js.DiagnoseConfig(epochs=3, batch_size=50, num_classes=NUM_CLASSES, log_every=5)  # 120 steps
+CONFIG = DiagnoseConfig(epochs=3, batch_size=50, num_classes=NUM_CLASSES, log_every=5)  # 120 steps
 
 
 def dtype_context(dtype):
@@ -46,7 +63,7 @@ def dtype_context(dtype):
 
 def diagnose(sign, pixels, softmax, dtype="float32", config=CONFIG, data=SYNTHETIC):
     with dtype_context(dtype):
-        return js.diagnose_variant(js.Variant(sign, pixels, softmax, dtype), *data, config)
+        return diagnose_variant(Variant(sign, pixels, softmax, dtype), *data, config)
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,16 +220,16 @@ def make_log(n=6, **changes):
     }
     for name, value in changes.items():
         fields[name] = np.asarray(value) if name != "planned_steps" else value
-    return js.TrainingLog(**fields)
+    return TrainingLog(**fields)
 
 
 def test_a_finite_descending_run_has_no_cause():
-    assert js.classify_collapse(make_log()) == js.Verdict(None, None, None, None, 0.0, False)
+    assert classify_collapse(make_log()) == Verdict(None, None, None, None, 0.0, False)
 
 
 def test_overflow_wins_over_a_zero_probability_at_the_same_step():
     ll = [-2.3, -1.0, np.nan, np.nan, np.nan, np.nan]
-    verdict = js.classify_collapse(
+    verdict = classify_collapse(
         make_log(
             log_likelihood=ll,
             exp_overflow=[0, 0, 1, 0, 0, 0],
@@ -226,23 +243,23 @@ def test_overflow_wins_over_a_zero_probability_at_the_same_step():
 @pytest.mark.parametrize("flag", ["true_prob_zero", "all_probs_zero"])
 def test_a_zero_probability_is_an_underflow(flag):
     ll = [-2.3, -1.0, -0.8, -np.inf if flag == "true_prob_zero" else np.nan, -0.7, -0.6]
-    verdict = js.classify_collapse(make_log(log_likelihood=ll, **{flag: [0, 0, 0, 1, 0, 0]}))
+    verdict = classify_collapse(make_log(log_likelihood=ll, **{flag: [0, 0, 0, 1, 0, 0]}))
     assert (verdict.cause, verdict.collapse_step, verdict.first_nonfinite_step) == ("underflow", 4, 4)
 
 
 def test_climbing_the_loss_is_divergence_whatever_breaks_first():
     climbing = {"slope": np.ones(6), "loss": [2.3, 2.2, 2.5, 3.0, 9.0, 30.0]}
-    verdict = js.classify_collapse(make_log(**climbing))
+    verdict = classify_collapse(make_log(**climbing))
     # The loss never comes back to its starting 2.3 after step 2.
     assert (verdict.cause, verdict.collapse_step, verdict.first_nonfinite_step) == ("divergence", 3, None)
     ll = [-2.3, -2.2, -2.5, -np.inf, -9.0, -30.0]
-    verdict = js.classify_collapse(make_log(log_likelihood=ll, true_prob_zero=[0, 0, 0, 1, 0, 0], **climbing))
+    verdict = classify_collapse(make_log(log_likelihood=ll, true_prob_zero=[0, 0, 0, 1, 0, 0], **climbing))
     assert (verdict.cause, verdict.collapse_step, verdict.mechanism) == ("divergence", 4, "underflow")
 
 
 def test_steps_that_point_down_are_not_divergence_even_when_the_loss_grows():
     # Raw pixels with the correct sign: the loss is huge but every step points down it.
-    verdict = js.classify_collapse(make_log(loss=[2.3, 900.0, 500.0, 800.0, 700.0, 600.0]))
+    verdict = classify_collapse(make_log(loss=[2.3, 900.0, 500.0, 800.0, 700.0, 600.0]))
     assert verdict.cause is None and verdict.loss_grew and verdict.uphill_fraction == 0.0
 
 
@@ -252,7 +269,7 @@ def test_steps_that_point_down_are_not_divergence_even_when_the_loss_grows():
 
 @pytest.fixture(scope="module")
 def synthetic_runs():
-    return js.run_diagnosis(*SYNTHETIC, js.default_variants("float32"), CONFIG)
+    return js.run_diagnosis(*SYNTHETIC, default_variants("float32"), CONFIG)
 
 
 DEFAULT_NAMES = [
@@ -266,15 +283,15 @@ DEFAULT_NAMES = [
 
 
 def test_default_variants_are_the_question_each_fix_the_reproduction_and_all_fixes():
-    variants = js.default_variants()
+    variants = default_variants()
     assert [v.name for v in variants] == DEFAULT_NAMES
-    assert variants[0] == js.Variant("as_written", "raw", "naive", "float64")
-    assert variants[2] == js.Variant("correct", "raw", "shifted", "float64")
-    assert variants[-1] == js.Variant("correct", "scaled", "stable", "float64")
-    everything = js.all_variants()
+    assert variants[0] == Variant("as_written", "raw", "naive", "float64")
+    assert variants[2] == Variant("correct", "raw", "shifted", "float64")
+    assert variants[-1] == Variant("correct", "scaled", "stable", "float64")
+    everything = all_variants()
     assert len(everything) == len(set(everything)) == 24
     assert len({v.name for v in everything}) == 24
-    assert everything[0] == js.Variant() and everything[12].dtype == "float32"  # the question's float64 first
+    assert everything[0] == Variant() and everything[12].dtype == "float32"  # the question's float64 first
     assert {v.softmax for v in everything} == {"naive", "shifted", "stable"}
 
 
@@ -309,19 +326,19 @@ def test_json_has_exactly_the_documented_fields(synthetic_runs):
 
 
 def test_table_has_one_line_per_run_with_the_cause_in_words(synthetic_runs):
-    lines = js.format_diagnosis(synthetic_runs).splitlines()
+    lines = format_diagnosis(synthetic_runs).splitlines()
     assert len(lines) == 1 + 6 and lines[0].startswith("variant")
     assert "climbs the loss" in lines[1] and "overflowed to inf" in lines[1]
     assert "pixels were 0-255" in lines[2] and "at step 2" in lines[2]
     assert "no collapse" in lines[3] and "no collapse" in lines[6]
-    log = js.format_diagnosis_log(synthetic_runs[1])
+    log = format_diagnosis_log(synthetic_runs[1])
     assert "<- collapse" in log.splitlines()[4]  # header lines, step 0, step 1, step 2
 
 
 def test_plot_is_written_atomically(synthetic_runs, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "collapse.png"
-    js.plot_diagnosis(synthetic_runs, path)
+    plot_diagnosis(synthetic_runs, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["collapse.png"]
 
@@ -332,7 +349,7 @@ def test_zero_probability_figure_draws_each_run_s_share_of_zeros(tmp_path):
         diagnose("correct", "raw", "shifted", data=NOISY),
         diagnose("correct", "raw", "stable", data=NOISY),
     ]
-    fig = js.plot_zero_probabilities(runs)
+    fig = plot_zero_probabilities(runs)
     accuracy_ax, zero_ax, ll_ax = fig.axes
     shifted, stable = (np.asarray(line.get_ydata()) for line in zero_ax.get_lines())
     np.testing.assert_allclose(shifted, 100 * runs[0].log.zero_true_probs / CONFIG.batch_size)
@@ -343,17 +360,17 @@ def test_zero_probability_figure_draws_each_run_s_share_of_zeros(tmp_path):
     )
     minus_inf = int(np.sum(runs[0].log.log_likelihood == -np.inf))
     assert minus_inf > 0 and len(ll_ax.get_lines()[1].get_xdata()) == minus_inf  # one tick per -inf
-    path = js.save_figure(fig, tmp_path / "zeros.png")
+    path = save_figure(fig, tmp_path / "zeros.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="at least one Diagnosis"):
-        js.plot_zero_probabilities([])
+        plot_zero_probabilities([])
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(synthetic_runs, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
     with pytest.raises(ImportError, match=r"pip install 'jax-softmax\[plot\]'"):
-        js.plot_diagnosis(synthetic_runs, tmp_path / "x.png")
+        plot_diagnosis(synthetic_runs, tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
 
 
@@ -364,11 +381,11 @@ def test_plot_without_matplotlib_says_how_to_install_it(synthetic_runs, tmp_path
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: js.Variant(sign="minus"), "sign must be one of"),
-        (lambda: js.Variant(dtype="float16"), "dtype must be one of"),
-        (lambda: js.DiagnoseConfig(lr=0.0), "lr must be finite and > 0"),
-        (lambda: js.DiagnoseConfig(epochs=0), "epochs must be an integer >= 1"),
-        (lambda: js.DiagnoseConfig(init_scale=float("nan")), "init_scale must be finite"),
+        (lambda: Variant(sign="minus"), "sign must be one of"),
+        (lambda: Variant(dtype="float16"), "dtype must be one of"),
+        (lambda: DiagnoseConfig(lr=0.0), "lr must be finite and > 0"),
+        (lambda: DiagnoseConfig(epochs=0), "epochs must be an integer >= 1"),
+        (lambda: DiagnoseConfig(init_scale=float("nan")), "init_scale must be finite"),
     ],
 )
 def test_bad_switches_and_config_name_the_field(make, message):
@@ -378,13 +395,13 @@ def test_bad_switches_and_config_name_the_field(make, message):
 
 def test_bad_data_is_named():
     (x, y), val = SYNTHETIC
-    variant = js.Variant("correct", "scaled", "stable", "float32")
+    variant = Variant("correct", "scaled", "stable", "float32")
     with pytest.raises(TypeError, match="train x must hold raw uint8 pixels"):
-        js.train_variant(variant, (x / 255.0, y), val, CONFIG)
+        train_variant(variant, (x / 255.0, y), val, CONFIG)
     with pytest.raises(ValueError, match=r"validation y must be in \[0, 4\)"):
-        js.train_variant(variant, (x, y), (val[0], val[1] + 4), CONFIG)
+        train_variant(variant, (x, y), (val[0], val[1] + 4), CONFIG)
     with pytest.raises(ValueError, match="batch_size must be at most the 2000 training examples"):
-        js.train_variant(variant, (x, y), val, dataclasses.replace(CONFIG, batch_size=2001))
+        train_variant(variant, (x, y), val, dataclasses.replace(CONFIG, batch_size=2001))
     with pytest.raises(TypeError, match=r"variants\[0\] must be a Variant"):
         js.run_diagnosis((x, y), val, ["as written"], CONFIG)
 
@@ -393,7 +410,7 @@ def test_float64_needs_64_bit_jax():
     if jax.config.jax_enable_x64:
         pytest.skip("64-bit JAX is on in this process")
     with pytest.raises(ValueError, match="float64 needs 64-bit JAX"):
-        js.train_variant(js.Variant(dtype="float64"), *SYNTHETIC, CONFIG)
+        train_variant(Variant(dtype="float64"), *SYNTHETIC, CONFIG)
 
 
 # ---------------------------------------------------------------------------------------
@@ -419,7 +436,7 @@ def test_library_loss_and_update_stay_finite_on_raw_pixels(grad, dtype):
 
 
 def test_library_loss_and_update_stay_finite_on_raw_mnist(mnist_dir):
-    raw = js.load_mnist_uint8(mnist_dir)
+    raw = load_mnist_uint8(mnist_dir)
     x, y = jnp.asarray(raw.train.x[:20_000]), jnp.asarray(raw.train.y[:20_000])
     params = js.init_params(jax.random.key(0), 784, 10, scale=0.0)
     step = js.make_update("manual")
@@ -440,10 +457,10 @@ def test_library_loss_and_update_stay_finite_on_raw_mnist(mnist_dir):
 
 @pytest.fixture(scope="module")
 def mnist_runs(mnist_dir):
-    raw = js.load_mnist_uint8(mnist_dir)
+    raw = load_mnist_uint8(mnist_dir)
     with x64():
         runs = js.run_diagnosis(
-            raw.train, raw.validation, js.default_variants("float64"), js.DiagnoseConfig(epochs=2)
+            raw.train, raw.validation, default_variants("float64"), DiagnoseConfig(epochs=2)
         )
     return {d.variant.name: d for d in runs}
 

@@ -10,7 +10,7 @@ import pytest
 from helpers import blobs
 
 import jax_softmax as js
-from jax_softmax.train import _stable_argsort_uint32
+from jax_softmax.train import shuffled_indices, stable_argsort_uint32, train_epoch
 
 
 def device_blobs(n=300):
@@ -23,14 +23,14 @@ def test_shuffled_indices_is_jax_random_permutation(n):
     for seed in range(2):
         key = jax.random.key(seed)
         expected = jax.random.permutation(key, n)
-        got = jax.jit(js.shuffled_indices, static_argnums=1)(key, n)
+        got = jax.jit(shuffled_indices, static_argnums=1)(key, n)
         assert got.dtype == expected.dtype
         np.testing.assert_array_equal(got, expected)
 
 
 def test_shuffled_indices_accepts_raw_keys():
     key = jax.random.PRNGKey(7)
-    np.testing.assert_array_equal(js.shuffled_indices(key, 500), jax.random.permutation(key, 500))
+    np.testing.assert_array_equal(shuffled_indices(key, 500), jax.random.permutation(key, 500))
 
 
 @pytest.mark.parametrize("n", [5, 1000, 65_536])
@@ -39,7 +39,7 @@ def test_stable_argsort_keeps_ties_in_order(n):
     rng = np.random.default_rng(n)
     keys = rng.integers(0, 7, size=n) * 0x00FF00FF + rng.integers(0, 2, size=n) * 0x80000000
     keys = keys.astype(np.uint32)
-    got = jax.jit(_stable_argsort_uint32)(jnp.asarray(keys))
+    got = jax.jit(stable_argsort_uint32)(jnp.asarray(keys))
     np.testing.assert_array_equal(got, np.argsort(keys, kind="stable"))
 
 
@@ -59,7 +59,7 @@ def test_sgd_epoch_matches_make_update(grad, l2):
     x, y = device_blobs()
     params = js.init_params(jax.random.key(1), 8, 3, scale=0.1)
     key = jax.random.key(2)
-    epoch = jax.jit(partial(js.train_epoch, batch_size=32, grad=grad, optimizer=None, l2=l2))
+    epoch = jax.jit(partial(train_epoch, batch_size=32, grad=grad, optimizer=None, l2=l2))
     got, state, mean_loss = epoch(params, (), key, x, y, jnp.float32(0.3))
     expected = replay(params, key, x, y, batch_size=32, grad=grad, l2=l2, lr=0.3)
     np.testing.assert_allclose(got.w, expected.w, rtol=1e-5, atol=1e-6)
@@ -73,7 +73,7 @@ def test_optax_epoch_matches_make_update():
     params = js.init_params(jax.random.key(1), 8, 3, scale=0.1)
     key = jax.random.key(3)
     adam = optax.adam(0.01)
-    epoch = jax.jit(partial(js.train_epoch, batch_size=50, grad="manual", optimizer=adam, l2=0.0))
+    epoch = jax.jit(partial(train_epoch, batch_size=50, grad="manual", optimizer=adam, l2=0.0))
     got, _, _ = epoch(params, adam.init(params), key, x, y, jnp.float32(0.01))
     step, state, expected = js.make_update("manual", adam), adam.init(params), params
     for batch in np.asarray(jax.random.permutation(key, len(x)))[:300].reshape(6, 50):
@@ -99,7 +99,7 @@ def test_epoch_vmaps_over_learning_rates():
     x, y = device_blobs()
     params = js.init_params(jax.random.key(5), 8, 3, scale=0.1)
     key = jax.random.key(6)
-    epoch = partial(js.train_epoch, batch_size=30, grad="manual", optimizer=None, l2=0.0)
+    epoch = partial(train_epoch, batch_size=30, grad="manual", optimizer=None, l2=0.0)
     rates = jnp.asarray([0.01, 0.1, 1.0], jnp.float32)
     batched, _, losses = jax.jit(jax.vmap(epoch, in_axes=(None, None, None, None, None, 0)))(
         params, (), key, x, y, rates

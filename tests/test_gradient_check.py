@@ -12,7 +12,7 @@ import pytest
 
 import jax_softmax as js
 from jax_softmax.cli import main
-from jax_softmax.data import DATA_DIR_ENV
+from jax_softmax.data import DATA_DIR_ENV, load_mnist_uint8
 from jax_softmax.gradient_check import GradientCheckError, tolerance
 
 # ---------------------------------------------------------------------------------------
@@ -257,7 +257,7 @@ def test_bad_inputs_are_named():
 
 
 def test_mnist_batches(mnist_dir):
-    train = js.load_mnist_uint8(mnist_dir).train
+    train = load_mnist_uint8(mnist_dir).train
     check = js.check_gradient(correct_float32, train.x, train.y)  # uint8 pixels, divided by 255
     assert check.inputs == "given" and check.verdict == "correct"
     assert js.check_gradient(negated, train.x, train.y).verdict == "negated"

@@ -12,6 +12,7 @@ from helpers import count_compiles, x64
 from jax.test_util import check_grads
 
 import jax_softmax as js
+from jax_softmax.gradients import make_optimizer
 
 # Relative error ||manual - autodiff||_2 / ||autodiff||_2, the 2-norm taken over every
 # entry of every leaf (w and b) at once.
@@ -157,4 +158,4 @@ def test_unknown_gradient_mode_is_rejected():
     with pytest.raises(ValueError, match="grad must be one of"):
         js.make_update("numerical")
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        js.make_optimizer("lbfgs-ish", 0.1)
+        make_optimizer("lbfgs-ish", 0.1)

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import jax_softmax as js
-from jax_softmax.images import BOX, CENTRE, input_names, load_many
+from jax_softmax.images import BOX, CENTRE, input_names, load_inputs, load_many
 
 
 def centre_of_mass(x):
@@ -117,8 +117,8 @@ def test_npy_inputs(tmp_path):
     rng = np.random.default_rng(0)
     np.save(tmp_path / "one.npy", rng.random(784).astype(np.float32))
     np.save(tmp_path / "many.npy", rng.random((3, 784)))
-    assert js.load_inputs(tmp_path / "one.npy").shape == (1, 784)
-    many = js.load_inputs(tmp_path / "many.npy")
+    assert load_inputs(tmp_path / "one.npy").shape == (1, 784)
+    many = load_inputs(tmp_path / "many.npy")
     assert many.shape == (3, 784) and many.dtype == np.float32
     drawn_seven().save(tmp_path / "seven.png")
     names, x = load_many([tmp_path / "many.npy", tmp_path / "seven.png"])
@@ -135,9 +135,9 @@ def test_npy_inputs(tmp_path):
         ("objects.npy", "not a readable .npy array"),
     ]:
         with pytest.raises(ValueError, match=message):
-            js.load_inputs(tmp_path / name)
+            load_inputs(tmp_path / name)
     with pytest.raises(ValueError, match="images become 784 pixels but the model takes 5 features"):
-        js.load_inputs(tmp_path / "seven.png", num_features=5)
+        load_inputs(tmp_path / "seven.png", num_features=5)
 
 
 @pytest.fixture(scope="module")

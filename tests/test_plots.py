@@ -8,9 +8,10 @@ from PIL import Image
 
 import jax_softmax as js
 from jax_softmax import plots
+from jax_softmax.train import EpochMetrics
 
 EPOCHS = [
-    js.EpochMetrics(epoch=e, train_loss=1 / e, val_loss=1.2 / e, val_accuracy=0.8 + e / 100, seconds=0.1)
+    EpochMetrics(epoch=e, train_loss=1 / e, val_loss=1.2 / e, val_accuracy=0.8 + e / 100, seconds=0.1)
     for e in range(1, 6)
 ]
 

@@ -21,6 +21,7 @@ from jax.test_util import check_grads
 import jax_softmax as js
 from jax_softmax import model, validation
 from jax_softmax.checkpoint import save_params
+from jax_softmax.data import read_idx, read_mnist_dir
 
 # ---------------------------------------------------------------------------
 # The public functions check their arguments at the boundary.
@@ -209,7 +210,7 @@ def test_accelerator_path_reduces_on_the_device(monkeypatch):
         js.loss(PARAMS, x, Y)
     with pytest.raises(ValueError, match=r"got 1 label outside it, the first 7 at index 0"):
         js.loss(PARAMS, X, jnp.array([7, 1]))
-    assert float(js.loss(PARAMS, jnp.asarray(X), jnp.asarray(Y))) == float(model._loss(PARAMS, X, Y))
+    assert float(js.loss(PARAMS, jnp.asarray(X), jnp.asarray(Y))) == float(model.unchecked_loss(PARAMS, X, Y))
 
 
 def test_make_update_checks_its_own_arguments():
@@ -221,8 +222,8 @@ def test_make_update_checks_its_own_arguments():
 
 def test_checks_change_no_result():
     l2 = 1e-3
-    assert float(js.loss(PARAMS, X, Y, l2)) == float(model._loss(PARAMS, X, Y, l2))
-    np.testing.assert_array_equal(js.logits(PARAMS, X), model._logits(PARAMS, X))
+    assert float(js.loss(PARAMS, X, Y, l2)) == float(model.unchecked_loss(PARAMS, X, Y, l2))
+    np.testing.assert_array_equal(js.logits(PARAMS, X), model.unchecked_logits(PARAMS, X))
     checked = _sgd_step(PARAMS, X, Y, 0.1)
     unchecked = _sgd_step.__wrapped__(PARAMS, X, Y, 0.1)
     for got, expected in zip(checked, unchecked, strict=True):
@@ -296,7 +297,7 @@ def _read(content: bytes) -> np.ndarray | None:
         path = Path(tmp) / "fuzzed-idx"
         path.write_bytes(content)
         try:
-            array = js.read_idx(path)
+            array = read_idx(path)
         except js.IdxError as e:
             assert str(path) in str(e)
             return None
@@ -385,42 +386,42 @@ def test_huge_declared_shapes_fail_without_allocating_them(tmp_path):
     wraps = write_bytes(tmp_path / "wraps", bytes([0, 0, 0x08, 4]) + np.full(4, 65536, ">u4").tobytes())
     for path in (raw, compressed, wraps):
         with pytest.raises(js.IdxError, match="truncated: header declares shape"):
-            js.read_idx(path)
+            read_idx(path)
     # Empty, yet NumPy refuses the shape: its other dimensions multiply past 2**63.
     empty = write_bytes(
         tmp_path / "empty", bytes([0, 0, 0x08, 3]) + np.array([0, 2**32 - 1, 2**32 - 1], ">u4").tobytes()
     )
     with pytest.raises(js.IdxError, match=r"shape \(0, 4294967295, 4294967295\) cannot be an array"):
-        js.read_idx(empty)
+        read_idx(empty)
     many = write_bytes(tmp_path / "many", bytes([0, 0, 0x08, 70]) + bytes(4 * 70))  # 70 zero dimensions
     with pytest.raises(js.IdxError, match="declares 70 dimensions, more than 32"):
-        js.read_idx(many)
+        read_idx(many)
 
 
 def test_large_files_of_the_wrong_kind(tmp_path):
     png = write_bytes(tmp_path / "image.png", b"\x89PNG\r\n\x1a\n" + bytes(20_000_000))
     with pytest.raises(js.IdxError, match="bad magic number 0x89504e47"):
-        js.read_idx(png)
+        read_idx(png)
     padded = gzip.compress(idx_bytes(EXAMPLES) + bytes(20_000_000), compresslevel=1)
     with pytest.raises(js.IdxError, match="has trailing bytes"):
-        js.read_idx(write_bytes(tmp_path / "padded.gz", padded))
+        read_idx(write_bytes(tmp_path / "padded.gz", padded))
 
 
 def test_a_corrupt_gzip_body_is_caught_by_its_checksum(tmp_path):
     content = bytearray(gzip.compress(idx_bytes(EXAMPLES)))
     content[-8] ^= 0xFF  # the CRC-32 of the decompressed data
     with pytest.raises(js.IdxError, match="corrupt gzip stream"):
-        js.read_idx(write_bytes(tmp_path / "crc.gz", bytes(content)))
+        read_idx(write_bytes(tmp_path / "crc.gz", bytes(content)))
 
 
 def test_unreadable_paths_raise_idx_errors(tmp_path):
     with pytest.raises(js.IdxError, match="is a directory"):
-        js.read_idx(tmp_path)
+        read_idx(tmp_path)
     if os.geteuid() != 0:  # root reads anything
         path = write_idx(tmp_path / "locked", EXAMPLES, compress=False)
         path.chmod(0)
         with pytest.raises(js.IdxError, match="cannot be read"):
-            js.read_idx(path)
+            read_idx(path)
 
 
 @pytest.mark.parametrize(
@@ -442,10 +443,10 @@ def test_mnist_files_of_the_wrong_kind(tmp_path, stem, array, message):
     write_mnist_like(tmp_path, n_train=20, n_test=5)
     write_idx(tmp_path / f"{stem}.gz", array, compress=True)
     with pytest.raises(js.IdxError, match=message) as info:
-        js.read_mnist_dir(tmp_path, verify=False)
+        read_mnist_dir(tmp_path, verify=False)
     assert str(tmp_path) in str(info.value)
     with pytest.raises(js.IdxError, match="shape|SHA-256"):
-        js.read_mnist_dir(tmp_path, verify=True)
+        read_mnist_dir(tmp_path, verify=True)
 
 
 # ---------------------------------------------------------------------------

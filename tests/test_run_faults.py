@@ -18,9 +18,16 @@ import pytest
 
 import jax_softmax as js
 from jax_softmax import cli
-from jax_softmax.checkpoint import CheckpointError, read_opt_state_leaves
+from jax_softmax.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
 from jax_softmax.resume import interrupts_deferred, load_run, read_run_metadata
-from jax_softmax.run_dir import RunInUseError, cut_metrics, lock_run, remove_temp_files
+from jax_softmax.run_dir import (
+    RunInUseError,
+    append_metrics,
+    cut_metrics,
+    lock_run,
+    read_metrics,
+    remove_temp_files,
+)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 
@@ -66,7 +73,7 @@ RESUMING = re.compile(r"resuming the run in .* after epoch (\d+): epochs")
 
 def final_state(run: Path):
     params, metadata = js.load_params(run / "params.npz")
-    losses = [m.train_loss for m in js.read_metrics(run / "metrics.jsonl")]
+    losses = [m.train_loss for m in read_metrics(run / "metrics.jsonl")]
     return np.asarray(params.w), np.asarray(params.b), metadata["epoch"], losses
 
 
@@ -270,7 +277,7 @@ def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
         f"jax-softmax train: terminated (SIGTERM); saved epoch {done} of 500 in {run} "
         f"(metrics.jsonl, params.npz); continue with 'jax-softmax train --resume {run}'"
     )
-    assert [m.epoch for m in js.read_metrics(run / "metrics.jsonl")][:done] == list(range(1, done + 1))
+    assert [m.epoch for m in read_metrics(run / "metrics.jsonl")][:done] == list(range(1, done + 1))
 
 
 def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
@@ -424,8 +431,8 @@ def test_a_torn_metrics_line_and_extra_epochs_are_cut_back_to_the_checkpoint(tmp
     metrics.write_text("\n".join(lines) + "\n" + '{"ep')
     assert "removed 1 epoch line beyond it and a last line cut off" in cut_metrics(metrics, 2)
     assert cut_metrics(metrics, 2) is None
-    js.append_metrics(metrics, js.read_metrics(metrics)[0])  # appending after a repair makes whole lines
-    assert len(js.read_metrics(metrics)) == 3
+    append_metrics(metrics, read_metrics(metrics)[0])  # appending after a repair makes whole lines
+    assert len(read_metrics(metrics)) == 3
     with pytest.raises(ValueError, match="holds 3 complete epochs, the checkpoint 4"):
         cut_metrics(metrics, 4)
 
@@ -475,7 +482,7 @@ def damaged_positions(data: bytes) -> list[int]:
 def test_every_flipped_or_cut_byte_gives_a_checkpoint_error(real_checkpoint, tmp_path):
     data = real_checkpoint.read_bytes()
     leaves = read_opt_state_leaves(real_checkpoint)
-    w, b, _ = js.read_checkpoint(real_checkpoint)
+    w, b, _ = read_checkpoint(real_checkpoint)
     positions = damaged_positions(data)
     assert len(positions) > 3000
     path = tmp_path / "params.npz"
@@ -486,7 +493,7 @@ def test_every_flipped_or_cut_byte_gives_a_checkpoint_error(real_checkpoint, tmp
         path.write_bytes(bytes(damaged))
         try:
             read_leaves = read_opt_state_leaves(path)
-            read_w, read_b, _ = js.read_checkpoint(path)
+            read_w, read_b, _ = read_checkpoint(path)
         except CheckpointError as e:
             assert str(e).startswith(str(path)), e
             refused += 1

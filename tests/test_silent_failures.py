@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 import jax_softmax as js
 from jax_softmax import cli, validation
 from jax_softmax.cli import format_loss
-from jax_softmax.images import MAX_IMAGE_PIXELS
+from jax_softmax.images import MAX_IMAGE_PIXELS, load_inputs
 from jax_softmax.nonfinite import describe_stop, learning_warnings
 
 
@@ -234,7 +234,7 @@ def test_an_image_over_the_size_limit_is_refused_from_its_header(tmp_path, monke
     with pytest.raises(
         ValueError, match=rf"{big}: too large: 300x200 pixels \(60,000\), the limit is 50,000"
     ):
-        js.load_inputs(big)
+        load_inputs(big)
     assert MAX_IMAGE_PIXELS == 50_000_000
 
 

@@ -12,6 +12,7 @@ from helpers import assert_trees_close, blobs
 
 import jax_softmax as js
 from jax_softmax.cli import main
+from jax_softmax.plots import save_figure
 from jax_softmax.sweep import (
     SweepResult,
     SweepRun,
@@ -196,7 +197,7 @@ def test_plot(tmp_path):
     np.testing.assert_allclose(line.get_xdata(), [0.01, 0.1, 1.0])
     np.testing.assert_allclose(line.get_ydata(), [100 * (0.9 + lr / 10 + 0.005) for lr in (0.01, 0.1, 1.0)])
     assert "lr 1, L2 0, seed 1, batch 50" in ax.get_title() and "test 91.00%" in ax.get_title()
-    path = js.save_figure(fig, tmp_path / "sweep.png")
+    path = save_figure(fig, tmp_path / "sweep.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

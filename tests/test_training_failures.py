@@ -17,6 +17,9 @@ import pytest
 
 import jax_softmax as js
 from jax_softmax import cli
+from jax_softmax.checkpoint import read_checkpoint
+from jax_softmax.data import Mnist, Split
+from jax_softmax.gradients import make_optimizer
 from jax_softmax.nonfinite import scan_until_nonfinite, summarize_steps
 from jax_softmax.resume import (
     ResumeError,
@@ -25,6 +28,7 @@ from jax_softmax.resume import (
     merge_flags,
     read_opt_state,
 )
+from jax_softmax.run_dir import read_metrics
 from jax_softmax.train import _compile, shuffled_indices, train_epoch
 
 NUM_CLASSES = 4
@@ -78,7 +82,7 @@ def test_the_check_changes_nothing_while_training_stays_finite(optimizer):
 
     init_key, keys = epoch_keys(0, 3)
     reference = js.init_params(init_key, x.shape[1], NUM_CLASSES, scale=0.01)
-    transform = js.make_optimizer(optimizer, 0.5 if optimizer == "sgd" else 0.01)
+    transform = make_optimizer(optimizer, 0.5 if optimizer == "sgd" else 0.01)
     state = () if transform is None else transform.init(reference)
     epoch = jax.jit(partial(train_epoch, batch_size=50, grad="autodiff", optimizer=transform, l2=0.0))
     arguments = (jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.float32(0.5))
@@ -190,7 +194,7 @@ def test_optimizer_state_round_trip_and_mismatches(tmp_path):
     adam = optax.adam(0.01)
     state = adam.update(params, adam.init(params), params)[1]
     path = js.save_params(tmp_path / "params.npz", params, {"epoch": 7}, opt_state=state)
-    assert js.read_checkpoint(path)[2]["opt_state_leaves"] == 5
+    assert read_checkpoint(path)[2]["opt_state_leaves"] == 5
     loaded = read_opt_state(path, adam.init(params))
     assert jax.tree.structure(loaded) == jax.tree.structure(state)
     for a, b in zip(jax.tree.leaves(loaded), jax.tree.leaves(state), strict=True):
@@ -219,7 +223,7 @@ def test_merge_flags_and_data_check():
         ResumeError, match=r"--batch-size 100 conflicts with the run in runs/a \(--batch-size 200\)"
     ):
         merge_flags(recorded, {"batch_size": 100}, "runs/a")
-    data = js.Mnist(*(js.Split(np.zeros((n, 784), np.float32), np.zeros(n, np.int32)) for n in (5, 2, 3)))
+    data = Mnist(*(Split(np.zeros((n, 784), np.float32), np.zeros(n, np.int32)) for n in (5, 2, 3)))
     check_same_data({"data_set": "MNIST", "split": {"train": 5, "validation": 2, "test": 3}}, data, "runs/a")
     with pytest.raises(ResumeError, match="runs/a was trained on MNIST with splits .*'train': 50"):
         check_same_data(
@@ -293,7 +297,7 @@ def test_ctrl_c_saves_the_last_epoch_and_resume_finishes_the_run_exactly(mnist_d
     assert proc.returncode == 130
     assert "Traceback" not in err
     [line] = err.strip().splitlines()
-    done = len(js.read_metrics(out / "metrics.jsonl"))
+    done = len(read_metrics(out / "metrics.jsonl"))
     assert line == (
         f"jax-softmax train: interrupted; saved epoch {done} of 500 in {out} (metrics.jsonl, params.npz); "
         f"continue with 'jax-softmax train --resume {out}'"
@@ -324,7 +328,7 @@ def test_ctrl_c_saves_the_last_epoch_and_resume_finishes_the_run_exactly(mnist_d
     assert metadata["epoch"] == total
     np.testing.assert_array_equal(np.asarray(resumed.w), np.asarray(whole.w))
     np.testing.assert_array_equal(np.asarray(resumed.b), np.asarray(whole.b))
-    epochs = js.read_metrics(out / "metrics.jsonl")
+    epochs = read_metrics(out / "metrics.jsonl")
     assert [m.epoch for m in epochs] == list(range(1, total + 1))
-    whole_epochs = js.read_metrics(tmp_path / "whole" / "metrics.jsonl")
+    whole_epochs = read_metrics(tmp_path / "whole" / "metrics.jsonl")
     assert [m.train_loss for m in epochs] == [m.train_loss for m in whole_epochs]

@@ -36,8 +36,24 @@ EXIT_STATUS = {
 EXIT_STATUS_HELP = "exit status: " + "; ".join(f"{code} {meaning}" for code, meaning in EXIT_STATUS.items())
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default once, where it has one worth showing."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False:
+            return text
+        if action.default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line on stderr and exit status 2."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
@@ -154,7 +170,6 @@ def _add_train(subparsers) -> None:
     p = subparsers.add_parser(
         "train",
         help="train softmax regression on MNIST",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train softmax regression on MNIST with mini-batch gradient descent "
         "and report the test accuracy.",
         epilog=EXIT_STATUS_HELP + ". What each fault (kill, full disk, corrupt file, ...) gives: "
@@ -166,15 +181,22 @@ def _add_train(subparsers) -> None:
     p.add_argument(
         "--grad", choices=GRAD_MODES, default="autodiff", help="gradient: jax.grad or the closed form"
     )
-    p.add_argument("--optimizer", choices=("sgd", *OPTIMIZERS), default="sgd", help="optimizer (default sgd)")
-    p.add_argument("--l2", type=non_negative_float, default=0.0, help="L2 penalty on the weights (default 0)")
+    p.add_argument(
+        "--optimizer", choices=("sgd", *OPTIMIZERS), default="sgd", help="plain SGD, or an optax optimizer"
+    )
+    p.add_argument("--l2", type=non_negative_float, default=0.0, help="L2 penalty on the weights")
     p.add_argument(
         "--init-scale", type=non_negative_float, default=DEFAULT_INIT_SCALE, help="std of the initial weights"
     )
     p.add_argument(
         "--seed", type=seed_int, default=0, help="seed for initialisation and shuffling, 0 to 2**32-1"
     )
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="dtype of the parameters and arithmetic",
+    )
     add_data_flags(p)
     p.add_argument(
         "--out",
@@ -1019,7 +1041,12 @@ def _add_sweep(subparsers) -> None:
         default=DEFAULT_INIT_SCALE,
         help=f"std of the initial weights (default {DEFAULT_INIT_SCALE})",
     )
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "float64"),
+        default="float32",
+        help="dtype of the parameters and arithmetic",
+    )
     p.add_argument(
         "--select",
         choices=SELECT_BY,
@@ -1108,7 +1135,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_diagnose(subparsers)
     _add_check_grad(subparsers)
     _add_sweep(subparsers)
+    parser.commands = subparsers.choices
     return parser
+
+
+def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed; an unknown flag is reported by its command (``jax-softmax train: error: ...``)."""
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1139,7 +1176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_exit: list = []
     command = PROG
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_arguments(argv)
         command = f"{PROG} {args.command}"
         args.argv = list(sys.argv[1:] if argv is None else argv)
         args.signals, args.on_exit, args.interrupt_reported = received, on_exit, False

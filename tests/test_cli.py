@@ -61,3 +61,24 @@ def test_batch_larger_than_the_training_set(mnist_dir):
     assert result.returncode == 2
     assert "larger than the training set (54000 examples)" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "predict", "diagnose", "check-grad", "sweep"])
+def test_help_shows_each_default_once_and_explains_every_flag(command, capsys):
+    from jax_softmax.cli import build_parser
+
+    parser = build_parser().commands[command]
+    text = parser.format_help()
+    assert "(default: None)" not in text and "(default: False)" not in text
+    for action in parser._actions:
+        if action.option_strings:
+            assert action.help, f"{command} {action.option_strings[0]} has no help"
+            assert action.help.count("default") <= 1
+    for line in text.splitlines():
+        assert line.count("(default") <= 1, line
+
+
+def test_an_unknown_flag_is_reported_by_its_command():
+    result = run_cli("sweep", "--bogus", timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.startswith("jax-softmax sweep: error: unrecognized arguments: --bogus")

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from jax_softmax.config import RECORDED as TRAIN_FLAGS
 from jax_softmax.data import DATA_DIR_ENV, DataNotFoundError
@@ -443,209 +444,267 @@ def _lock_out_dir(args: argparse.Namespace, progress) -> None:
         )
 
 
+@dataclasses.dataclass
+class _TrainRun:
+    """What ``train`` holds between its phases."""
+
+    args: argparse.Namespace
+    progress: Any
+    data: Any
+    config: Any
+    devices: int
+    run: Any = None  # the resumed run's state, or None
+    out_dir: Any = None
+    write_epoch: Any = None
+    done: int = 0  # the last completed epoch, saved to out_dir when there is one
+
+
 def run_train(args: argparse.Namespace) -> int:
     resumed = _read_resumed_run(args) if args.resume is not None else None
     enable_dtype(args.dtype)
     enable_cache(args)
     devices = start_devices(args)
+    state = _start_training(args, resumed, devices)
+    trained = _train(state)
+    if isinstance(trained, int):  # stopped by a signal or a non-finite value
+        return trained
+    params, history = trained
+    return _finish_training(state, params, history)
+
+
+def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int) -> _TrainRun:
+    """Locks ``--out``, loads the data and the resumed run, and starts the run directory."""
     import jax
 
-    from jax_softmax.data import load_mnist_uint8, to_features
-    from jax_softmax.nonfinite import NonFiniteError
-    from jax_softmax.train import evaluate_pixels, fit
+    from jax_softmax.data import load_mnist_uint8
+    from jax_softmax.resume import check_interrupted, read_run_metadata
 
     if args.out is not None and jax.process_index() > 0:
         args.out = None  # process 0 writes the run directory
     progress = sys.stderr if args.json else sys.stdout
     if args.out is not None:
         _lock_out_dir(args, progress)
-        if resumed is not None:
-            from jax_softmax.resume import read_run_metadata
-
-            if read_run_metadata(args.resume)["epoch"] != resumed["epoch"]:  # read before the lock
-                raise CommandError(
-                    f"--resume {args.resume}: the run there moved on while starting; run again"
-                )
+        if resumed is not None and read_run_metadata(args.resume)["epoch"] != resumed["epoch"]:
+            raise CommandError(f"--resume {args.resume}: the run there moved on while starting; run again")
     # The pixels stay uint8, memory-mapped from the cache, and are scaled on the device.
     data = load_mnist_uint8(args.data_dir, **data_cache(args))
-    from jax_softmax.resume import check_interrupted
-
     check_interrupted(args.signals)  # one that arrived in a callback that dropped it
     if args.batch_size > len(data.train.x):
         raise CommandError(
             f"--batch-size {args.batch_size} is larger than the training set ({len(data.train.x)} examples); "
             f"choose at most {len(data.train.x)}"
         )
-
-    config = _train_config(args, devices)
-    run = None
+    state = _TrainRun(args, progress, data, _train_config(args, devices), devices)
     if resumed is not None:
-        from jax_softmax.resume import check_same_data, load_run
-
-        check_same_data(resumed, data, args.resume)
-        run = load_run(args.resume, resumed, repair=args.out is not None)  # only the writer repairs
-        for repair in run.repairs:
-            print(f"{PROG} train: {repair}", file=progress, flush=True)
-        print(
-            f"resuming the run in {args.resume} after epoch {run.epoch}: epochs {run.epoch + 1} to "
-            f"{args.epochs} with {describe_flags(vars(args), TRAIN_FLAGS[1:])}",
-            file=progress,
-            flush=True,
-        )
-    out_dir = write_epoch = None
+        _load_resumed_run(state, resumed)
     if args.out is not None:
-        from pathlib import Path
+        _open_run_dir(state)
+    return state
 
-        from jax_softmax.run_dir import RunExistsError, epoch_writer, run_metadata, start_run
 
-        if run is None:
-            try:
-                out_dir = start_run(args.out, overwrite=args.overwrite)
-            except RunExistsError as e:
-                raise CommandError(f"--out {e}; pass --overwrite to replace it") from None
-        else:
-            out_dir = Path(args.out)
-        write_epoch = epoch_writer(out_dir, run_metadata(config.recorded(), data))
-    start_epoch = 0 if run is None else run.epoch
-    done = [start_epoch]  # the last completed epoch, saved to out_dir when there is one
-    bar = _progress_bar(args.epochs - start_epoch, progress)
+def _load_resumed_run(state: _TrainRun, resumed: dict) -> None:
+    from jax_softmax.resume import check_same_data, load_run
 
+    args = state.args
+    check_same_data(resumed, state.data, args.resume)
+    state.run = load_run(args.resume, resumed, repair=args.out is not None)  # only the writer repairs
+    state.done = state.run.epoch
+    for repair in state.run.repairs:
+        print(f"{PROG} train: {repair}", file=state.progress, flush=True)
+    print(
+        f"resuming the run in {args.resume} after epoch {state.run.epoch}: epochs {state.run.epoch + 1} to "
+        f"{args.epochs} with {describe_flags(vars(args), TRAIN_FLAGS[1:])}",
+        file=state.progress,
+        flush=True,
+    )
+
+
+def _open_run_dir(state: _TrainRun) -> None:
+    from pathlib import Path
+
+    from jax_softmax.run_dir import RunExistsError, epoch_writer, run_metadata, start_run
+
+    if state.run is None:
+        try:
+            state.out_dir = start_run(state.args.out, overwrite=state.args.overwrite)
+        except RunExistsError as e:
+            raise CommandError(f"--out {e}; pass --overwrite to replace it") from None
+    else:
+        state.out_dir = Path(state.args.out)
+    state.write_epoch = epoch_writer(state.out_dir, run_metadata(state.config.recorded(), state.data))
+
+
+def _epoch_reporter(state: _TrainRun, bar):
+    """``fit``'s checkpoint callback: saves the epoch (signals held back meanwhile) and prints its line."""
     from jax_softmax.resume import check_interrupted, interrupts_deferred
-    from jax_softmax.run_dir import RunWriteError
+
+    epochs = state.args.epochs
 
     def report(metrics, params, opt_state) -> None:
-        check_interrupted(args.signals)  # one that a library caught and went on from
-        if write_epoch is not None:
+        check_interrupted(state.args.signals)  # one that a library caught and went on from
+        if state.write_epoch is not None:
             # The save is atomic whatever happens; holding SIGINT and SIGTERM back until it
             # is done makes the line printed on stopping name the epoch actually saved.
             with interrupts_deferred():
-                write_epoch(metrics, params, opt_state)
-                done[0] = metrics.epoch
-        done[0] = metrics.epoch
+                state.write_epoch(metrics, params, opt_state)
+                state.done = metrics.epoch
+        state.done = metrics.epoch
         if bar is None:
-            print(_epoch_line(metrics, args.epochs), file=progress, flush=True)
+            print(_epoch_line(metrics, epochs), file=state.progress, flush=True)
         else:
-            bar.write(_epoch_line(metrics, args.epochs), file=progress)
+            bar.write(_epoch_line(metrics, epochs), file=state.progress)
             bar.set_postfix_str(f"val acc {100 * metrics.val_accuracy:.2f}%", refresh=False)
             bar.update(1)
 
+    return report
+
+
+def _train(state: _TrainRun):
+    """``(params, history)`` from ``fit``, or the exit status of a run stopped by a signal or an error."""
+    from jax_softmax.nonfinite import NonFiniteError
+    from jax_softmax.run_dir import RunWriteError
+    from jax_softmax.train import fit
+
+    run, start_epoch = state.run, state.done
+    bar = _progress_bar(state.args.epochs - start_epoch, state.progress)
     try:
-        params, history = fit(
-            data.train,
-            data.validation,
-            config,
+        return fit(
+            state.data.train,
+            state.data.validation,
+            state.config,
             params=None if run is None else run.params,
             opt_state=None if run is None else run.opt_state,
             start_epoch=start_epoch,
-            checkpoint_callback=report,
+            checkpoint_callback=_epoch_reporter(state, bar),
             uint8_pixels=True,
         )
     except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax.resume.Interrupted)
         import signal
 
         signum = getattr(e, "signum", signal.SIGINT)
-        print(_interrupted_line(args.epochs, done[0], out_dir, signum), file=sys.stderr)
-        args.interrupt_reported = True
+        print(_interrupted_line(state.args.epochs, state.done, state.out_dir, signum), file=sys.stderr)
+        state.args.interrupt_reported = True
         return 128 + signum
     except RunWriteError as e:
         raise WriteError(str(e)) from None
     except NonFiniteError as e:
-        if out_dir is None:
-            kept = ""
-        elif done[0] == 0:
-            kept = f"; nothing saved in {out_dir} (--on-nonfinite raise)"
-        else:
-            kept = f"; {out_dir} keeps epoch {done[0]}, the last completed (--on-nonfinite raise)"
-        print(f"{PROG} train: error: {e}{kept}", file=sys.stderr)
+        print(f"{PROG} train: error: {e}{_kept_after_raise(state)}", file=sys.stderr)
         return 1
     finally:
         if bar is not None:
             bar.close()
-    test_loss, test_acc = (float(v) for v in evaluate_pixels(params, data.test.x, data.test.y))
-    all_epochs = ([] if run is None else run.metrics) + history.epochs
-    last = all_epochs[-1] if all_epochs else None
-    stop = history.stopped
-    written = []
-    if args.out is not None:
-        from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, write_plots
 
-        if stop is not None:
-            from jax_softmax.checkpoint import save_params
 
-            metadata = run_metadata(config.recorded(), data)
-            try:
-                save_params(
-                    out_dir / PARAMS_FILE, params, {**metadata, "epoch": done[0], "stopped": stop.to_json()}
-                )
-            except OSError as e:
-                raise WriteError(
-                    f"could not write {out_dir / PARAMS_FILE} ({e.strerror or e}): the last finite "
-                    f"parameters are not saved; {out_dir} holds epoch {done[0]}"
-                ) from None
-        written = [path for path in (out_dir / METRICS_FILE, out_dir / PARAMS_FILE) if path.exists()]
+def _kept_after_raise(state: _TrainRun) -> str:
+    if state.out_dir is None:
+        return ""
+    if state.done == 0:
+        return f"; nothing saved in {state.out_dir} (--on-nonfinite raise)"
+    return f"; {state.out_dir} keeps epoch {state.done}, the last completed (--on-nonfinite raise)"
+
+
+def _finish_training(state: _TrainRun, params, history) -> int:
+    """Evaluates on the test set, writes what ``--out`` keeps, warns, and prints the result."""
+    from jax_softmax.train import evaluate_pixels
+
+    test = tuple(float(v) for v in evaluate_pixels(params, state.data.test.x, state.data.test.y))
+    all_epochs = ([] if state.run is None else state.run.metrics) + history.epochs
+    written = _save_outputs(state, params, history.stopped, all_epochs) if state.out_dir is not None else []
+    if history.stopped is not None:
+        where = "" if state.out_dir is None else f", saved in {state.out_dir / 'params.npz'}"
+        print(f"{PROG} train: {history.stopped.message()}{where}", file=sys.stderr)
+    else:
+        _warn_if_not_learning(state, params, all_epochs)
+    if state.args.json:
+        print(json.dumps(_train_json(state, test, history, all_epochs, written)))
+    else:
+        _print_train_result(state, test, history, written)
+    return 0 if history.stopped is None else 1
+
+
+def _save_outputs(state: _TrainRun, params, stop, all_epochs) -> list:
+    """The stopped run's last finite parameters, and the plots; returns the files written."""
+    from jax_softmax.data import to_features
+    from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, run_metadata, write_plots
+
+    out_dir, done = state.out_dir, state.done
+    if stop is not None:
+        from jax_softmax.checkpoint import save_params
+
+        metadata = run_metadata(state.config.recorded(), state.data)
         try:
-            test = data.test._replace(x=to_features(data.test.x))
-            written += write_plots(out_dir, all_epochs, params, test) if all_epochs else []
-        except ImportError as e:
-            print(f"{PROG} train: plots not written: {e}", file=sys.stderr)
+            save_params(out_dir / PARAMS_FILE, params, {**metadata, "epoch": done, "stopped": stop.to_json()})
         except OSError as e:
             raise WriteError(
-                f"could not write the plots{' ' + e.filename if e.filename else ''} in {out_dir} "
-                f"({e.strerror or e}); the run itself is saved there (epoch {done[0]})"
+                f"could not write {out_dir / PARAMS_FILE} ({e.strerror or e}): the last finite "
+                f"parameters are not saved; {out_dir} holds epoch {done}"
             ) from None
-    if stop is not None:
-        where = "" if out_dir is None else f", saved in {out_dir / PARAMS_FILE}"
-        print(f"{PROG} train: {stop.message()}{where}", file=sys.stderr)
-    else:
-        from jax_softmax.nonfinite import learning_warnings
+    written = [path for path in (out_dir / METRICS_FILE, out_dir / PARAMS_FILE) if path.exists()]
+    try:
+        test = state.data.test._replace(x=to_features(state.data.test.x))
+        written += write_plots(out_dir, all_epochs, params, test) if all_epochs else []
+    except ImportError as e:
+        print(f"{PROG} train: plots not written: {e}", file=sys.stderr)
+    except OSError as e:
+        raise WriteError(
+            f"could not write the plots{' ' + e.filename if e.filename else ''} in {out_dir} "
+            f"({e.strerror or e}); the run itself is saved there (epoch {done})"
+        ) from None
+    return written
 
-        for warning in learning_warnings(
-            [m.train_loss for m in all_epochs],
-            last.val_accuracy if last is not None else float("nan"),
-            lr=args.lr,
-            l2=args.l2,
-            init_scale=args.init_scale,
-            num_classes=int(params.w.shape[1]),
-        ):
-            print(f"{PROG} train: warning: {warning}", file=sys.stderr)
-    if args.json:
-        result = {
-            "test_accuracy": test_acc,
-            "test_loss": test_loss,
-            "val_accuracy": None if last is None else last.val_accuracy,
-            "val_loss": None if last is None else last.val_loss,
-            "compile_seconds": history.compile_seconds,
-            "train_seconds": sum(m.seconds for m in history.epochs),
-            "grad": args.grad,
-            "optimizer": args.optimizer,
-            "lr": args.lr,
-            "batch_size": args.batch_size,
-            "l2": args.l2,
-            "init_scale": args.init_scale,
-            "seed": args.seed,
-            "dtype": args.dtype,
-            "device": str(jax.devices()[0]),
-            "devices": devices,
-            "processes": jax.process_count(),
-            "epochs": [dataclasses.asdict(m) for m in all_epochs],
-        }
-        if run is not None:
-            result["resumed_after_epoch"] = run.epoch
-        if stop is not None:
-            result["stopped"] = stop.to_json()
-        if args.out is not None:
-            result["out"] = {"dir": str(out_dir), "files": [str(path) for path in written]}
-        print(json.dumps(result))
-    else:
-        print(
-            f"test accuracy {100 * test_acc:.2f}%  test loss {format_loss(test_loss)}  "
-            f"(compile {history.compile_seconds:.2f} s, {args.grad} gradient, {jax.devices()[0].platform}"
-            + (f", {devices} devices" if devices > 1 else "")
-            + ")"
-        )
-        if args.out is not None:
-            print(f"wrote {', '.join(path.name for path in written)} to {out_dir}")
-    return 0 if stop is None else 1
+
+def _warn_if_not_learning(state: _TrainRun, params, all_epochs) -> None:
+    from jax_softmax.nonfinite import learning_warnings
+
+    config = state.config
+    for warning in learning_warnings(
+        [m.train_loss for m in all_epochs],
+        all_epochs[-1].val_accuracy if all_epochs else float("nan"),
+        lr=config.lr,
+        l2=config.l2,
+        init_scale=config.init_scale,
+        num_classes=int(params.w.shape[1]),
+    ):
+        print(f"{PROG} train: warning: {warning}", file=sys.stderr)
+
+
+def _train_json(state: _TrainRun, test: tuple, history, all_epochs, written) -> dict:
+    import jax
+
+    last = all_epochs[-1] if all_epochs else None
+    result = {
+        "test_accuracy": test[1],
+        "test_loss": test[0],
+        "val_accuracy": None if last is None else last.val_accuracy,
+        "val_loss": None if last is None else last.val_loss,
+        "compile_seconds": history.compile_seconds,
+        "train_seconds": sum(m.seconds for m in history.epochs),
+        **{name: getattr(state.config, name) for name in TRAIN_FLAGS if name != "epochs"},
+        "device": str(jax.devices()[0]),
+        "devices": state.devices,
+        "processes": jax.process_count(),
+        "epochs": [dataclasses.asdict(m) for m in all_epochs],
+    }
+    if state.run is not None:
+        result["resumed_after_epoch"] = state.run.epoch
+    if history.stopped is not None:
+        result["stopped"] = history.stopped.to_json()
+    if state.out_dir is not None:
+        result["out"] = {"dir": str(state.out_dir), "files": [str(path) for path in written]}
+    return result
+
+
+def _print_train_result(state: _TrainRun, test: tuple, history, written) -> None:
+    import jax
+
+    devices = f", {state.devices} devices" if state.devices > 1 else ""
+    print(
+        f"test accuracy {100 * test[1]:.2f}%  test loss {format_loss(test[0])}  "
+        f"(compile {history.compile_seconds:.2f} s, {state.config.grad} gradient, "
+        f"{jax.devices()[0].platform}{devices})"
+    )
+    if state.out_dir is not None:
+        print(f"wrote {', '.join(path.name for path in written)} to {state.out_dir}")
 
 
 def _load_checkpoint(path: str):

@@ -1,0 +1,48 @@
+"""Every Python block in the README and in docs/ runs on its own, in a fresh process."""
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from helpers import REPO
+
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    blocks = []
+    for page in PAGES:
+        text = page.read_text()
+        for match in BLOCK.finditer(text):
+            line = text.count("\n", 0, match.start()) + 1
+            blocks.append((f"{page.relative_to(REPO)}:{line}", match.group(1)))
+    return blocks
+
+
+BLOCKS = python_blocks()
+
+
+def test_the_pages_have_python_blocks():
+    assert len(BLOCKS) >= 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where, code", BLOCKS, ids=[where for where, _ in BLOCKS])
+def test_block_runs_on_its_own(where, code, mnist_dir, tmp_path):
+    env = {**os.environ, "JAX_SOFTMAX_DATA_DIR": str(mnist_dir), "MPLBACKEND": "Agg"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, f"{where} failed:\n{done.stderr[-3000:]}"
+
+
+def test_links_to_docs_resolve():
+    for page in PAGES:
+        for target in re.findall(r"\]\(((?:docs/)?[\w./-]+\.(?:md|png))\)", page.read_text()):
+            assert (page.parent / target).is_file() or (REPO / target).is_file(), (
+                f"{page.name} links {target}"
+            )

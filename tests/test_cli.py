@@ -6,6 +6,7 @@ import sys
 import pytest
 from helpers import run_cli
 
+import jax_softmax as js
 from jax_softmax.cli import main
 
 
@@ -82,3 +83,13 @@ def test_an_unknown_flag_is_reported_by_its_command():
     result = run_cli("sweep", "--bogus", timeout=60)
     assert result.returncode == 2
     assert result.stderr.startswith("jax-softmax sweep: error: unrecognized arguments: --bogus")
+
+
+def test_train_flags_are_the_configs_fields_with_its_defaults():
+    from jax_softmax.cli import build_parser
+    from jax_softmax.config import RECORDED
+
+    defaults = vars(build_parser().commands["train"].parse_args([]))
+    config = js.TrainConfig()
+    for name in (*RECORDED, "on_nonfinite"):
+        assert defaults[name] == getattr(config, name), name

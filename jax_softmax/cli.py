@@ -1207,6 +1207,23 @@ def parse_arguments(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def _raised_by_the_package(error: BaseException) -> bool:
+    """Whether the package's own code raised ``error``: one of its checks, naming bad input.
+
+    A ``ValueError`` or ``TypeError`` raised inside NumPy, JAX or Python itself and not
+    turned into such a message by the package is a bug, and keeps its traceback.
+    """
+    from pathlib import Path
+
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    if frame is None:
+        return False
+    package = Path(__file__).resolve().parent
+    return Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see :data:`EXIT_STATUS`).
 
@@ -1246,7 +1263,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except WriteError as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         return 3
-    except (CommandError, DataNotFoundError, ValueError, TypeError, OSError) as e:
+    except (CommandError, DataNotFoundError, OSError) as e:
+        print(f"{command}: error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as e:
+        if not _raised_by_the_package(e):
+            raise  # a bug, not bad input: the traceback is what is needed
         print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:

@@ -93,3 +93,20 @@ def test_train_flags_are_the_configs_fields_with_its_defaults():
     config = js.TrainConfig()
     for name in (*RECORDED, "on_nonfinite"):
         assert defaults[name] == getattr(config, name), name
+
+
+def test_a_library_bug_keeps_its_traceback_and_bad_input_does_not(monkeypatch, capsys, tmp_path):
+    import numpy as np
+
+    import jax_softmax.data
+
+    def broken(*args, **kwargs):
+        return np.reshape(np.zeros(3), (2, 2))  # NumPy's own ValueError: a bug, not bad input
+
+    monkeypatch.setattr(jax_softmax.data, "load_mnist_uint8", broken)
+    with pytest.raises(ValueError, match="cannot reshape"):
+        main(["train", "--epochs", "1"])
+    junk = tmp_path / "params.npz"
+    junk.write_bytes(b"not a checkpoint")
+    assert main(["evaluate", "--params", str(junk)]) == 2  # the package's own check
+    assert str(junk) in capsys.readouterr().err

@@ -9,7 +9,7 @@ A checkpoint of a run trained with an optax optimizer also holds the optimizer's
 state after the same epoch: its leaves, in ``jax.tree.leaves`` order, as the arrays
 ``opt_state_0``, ``opt_state_1``, ..., their number in ``metadata["opt_state_leaves"]``.
 Parameters and state are then one file, replaced in one rename, so they can never
-describe different epochs (see :mod:`jax_softmax.resume`).
+describe different epochs (see :mod:`jax_softmax._resume`).
 
 Saving writes a temporary file next to the target, flushes it to disk and renames
 it over the target with ``os.replace``: a save that is interrupted at any point

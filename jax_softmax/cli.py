@@ -368,7 +368,7 @@ def _read_resumed_run(args: argparse.Namespace) -> dict:
     """Takes the training flags of the run in ``--resume DIR`` into ``args``; returns its metadata."""
     from pathlib import Path
 
-    from jax_softmax.resume import merge_flags, read_run_metadata
+    from jax_softmax._resume import merge_flags, read_run_metadata
 
     if args.overwrite:
         raise CommandError("--resume continues the run in DIR and --overwrite would delete it; leave one out")
@@ -421,7 +421,7 @@ def _lock_out_dir(args: argparse.Namespace, progress) -> None:
     Creating the lock file is the first write there, so an unwritable directory is
     reported now, before the data is loaded or anything is trained.
     """
-    from jax_softmax.run_dir import RunInUseError, lock_run, make_run_dir, remove_temp_files
+    from jax_softmax._run_dir import RunInUseError, lock_run, make_run_dir, remove_temp_files
 
     try:
         lock = lock_run(make_run_dir(args.out))
@@ -476,8 +476,8 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
     """Locks ``--out``, loads the data and the resumed run, and starts the run directory."""
     import jax
 
+    from jax_softmax._resume import check_interrupted, read_run_metadata
     from jax_softmax.data import load_mnist_uint8
-    from jax_softmax.resume import check_interrupted, read_run_metadata
 
     if args.out is not None and jax.process_index() > 0:
         args.out = None  # process 0 writes the run directory
@@ -503,7 +503,7 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
 
 
 def _load_resumed_run(state: _TrainRun, resumed: dict) -> None:
-    from jax_softmax.resume import check_same_data, load_run
+    from jax_softmax._resume import check_same_data, load_run
 
     args = state.args
     check_same_data(resumed, state.data, args.resume)
@@ -522,7 +522,7 @@ def _load_resumed_run(state: _TrainRun, resumed: dict) -> None:
 def _open_run_dir(state: _TrainRun) -> None:
     from pathlib import Path
 
-    from jax_softmax.run_dir import RunExistsError, epoch_writer, run_metadata, start_run
+    from jax_softmax._run_dir import RunExistsError, epoch_writer, run_metadata, start_run
 
     if state.run is None:
         try:
@@ -536,7 +536,7 @@ def _open_run_dir(state: _TrainRun) -> None:
 
 def _epoch_reporter(state: _TrainRun, bar):
     """``fit``'s checkpoint callback: saves the epoch (signals held back meanwhile) and prints its line."""
-    from jax_softmax.resume import check_interrupted, interrupts_deferred
+    from jax_softmax._resume import check_interrupted, interrupts_deferred
 
     epochs = state.args.epochs
 
@@ -561,8 +561,8 @@ def _epoch_reporter(state: _TrainRun, bar):
 
 def _train(state: _TrainRun):
     """``(params, history)`` from ``fit``, or the exit status of a run stopped by a signal or an error."""
+    from jax_softmax._run_dir import RunWriteError
     from jax_softmax.nonfinite import NonFiniteError
-    from jax_softmax.run_dir import RunWriteError
     from jax_softmax.train import fit
 
     run, start_epoch = state.run, state.done
@@ -578,7 +578,7 @@ def _train(state: _TrainRun):
             checkpoint_callback=_epoch_reporter(state, bar),
             uint8_pixels=True,
         )
-    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax.resume.Interrupted)
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax._resume.Interrupted)
         import signal
 
         signum = getattr(e, "signum", signal.SIGINT)
@@ -624,8 +624,8 @@ def _finish_training(state: _TrainRun, params, history) -> int:
 
 def _save_outputs(state: _TrainRun, params, stop, all_epochs) -> list:
     """The stopped run's last finite parameters, and the plots; returns the files written."""
+    from jax_softmax._run_dir import METRICS_FILE, PARAMS_FILE, run_metadata, write_plots
     from jax_softmax.data import to_features
-    from jax_softmax.run_dir import METRICS_FILE, PARAMS_FILE, run_metadata, write_plots
 
     out_dir, done = state.out_dir, state.done
     if stop is not None:
@@ -709,8 +709,8 @@ def _print_train_result(state: _TrainRun, test: tuple, history, written) -> None
 
 def _load_checkpoint(path: str):
     """Loads a checkpoint for evaluate and predict, switching on 64-bit JAX if it needs it."""
+    from jax_softmax._run_dir import check_pixel_scaling
     from jax_softmax.checkpoint import load_params, read_checkpoint
-    from jax_softmax.run_dir import check_pixel_scaling
 
     if not os.path.exists(path):
         raise CommandError(
@@ -1227,14 +1227,14 @@ def _raised_by_the_package(error: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see :data:`EXIT_STATUS`).
 
-    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax.resume.Interrupted`:
+    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax._resume.Interrupted`:
     ``train --out`` saves its last completed epoch, every command prints one line and
     returns ``128 + signal``. The previous handlers are restored on return.
     """
     import signal
     import threading
 
-    from jax_softmax.resume import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
+    from jax_softmax._resume import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jax_softmax import validation
+from jax_softmax import _validation as validation
 from jax_softmax.config import GRAD_MODES
 from jax_softmax.model import PRECISION, Params, is_literal_zero, loss, unchecked_logits, unchecked_loss
 

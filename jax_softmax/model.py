@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax import validation
+from jax_softmax import _validation as validation
 from jax_softmax._params import Params as Params
 
 # Full float32 products on every backend: GPUs and TPUs otherwise default to
@@ -76,7 +76,7 @@ def logits(params: Params, x: ArrayLike) -> jax.Array:
 
     Raises:
       TypeError, ValueError: for malformed parameters or inputs, or NaN/inf inputs,
-        naming the argument (see :mod:`jax_softmax.validation`).
+        naming the argument (see :mod:`jax_softmax._validation`).
     """
     validation.check_batch(params, x)
     return unchecked_logits(params, x)

@@ -45,11 +45,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
+from jax_softmax._validation import check_split
 from jax_softmax.config import DEFAULT_INIT_SCALE
 from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
 from jax_softmax.model import Params, init_params
 from jax_softmax.train import evaluate, train_epoch
-from jax_softmax.validation import check_split
 
 if TYPE_CHECKING:
     import optax

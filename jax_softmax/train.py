@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax import validation as _validation
+from jax_softmax import _validation
 from jax_softmax.config import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from jax_softmax.config import DEFAULT_EPOCHS as DEFAULT_EPOCHS
 from jax_softmax.config import DEFAULT_INIT_SCALE as DEFAULT_INIT_SCALE

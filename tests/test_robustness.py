@@ -19,7 +19,8 @@ from idx_files import idx_bytes, write_idx, write_mnist_like
 from jax.test_util import check_grads
 
 import jax_softmax as js
-from jax_softmax import model, validation
+from jax_softmax import _validation as validation
+from jax_softmax import model
 from jax_softmax.checkpoint import save_params
 from jax_softmax.data import read_idx, read_mnist_dir
 

@@ -12,7 +12,8 @@ import pytest
 from PIL import Image, ImageDraw
 
 import jax_softmax as js
-from jax_softmax import cli, validation
+from jax_softmax import _validation as validation
+from jax_softmax import cli
 from jax_softmax.cli import format_loss
 from jax_softmax.images import MAX_IMAGE_PIXELS, load_inputs
 from jax_softmax.nonfinite import describe_stop, learning_warnings
@@ -184,7 +185,7 @@ def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, 
 
 
 def test_an_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
-    import jax_softmax.run_dir as run_dir
+    import jax_softmax._run_dir as run_dir
 
     def read_only(out_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(out_dir))

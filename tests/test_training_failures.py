@@ -17,18 +17,18 @@ import pytest
 
 import jax_softmax as js
 from jax_softmax import cli
-from jax_softmax.checkpoint import read_checkpoint
-from jax_softmax.data import Mnist, Split
-from jax_softmax.gradients import make_optimizer
-from jax_softmax.nonfinite import scan_until_nonfinite, summarize_steps
-from jax_softmax.resume import (
+from jax_softmax._resume import (
     ResumeError,
     check_same_data,
     interrupts_deferred,
     merge_flags,
     read_opt_state,
 )
-from jax_softmax.run_dir import read_metrics
+from jax_softmax._run_dir import read_metrics
+from jax_softmax.checkpoint import read_checkpoint
+from jax_softmax.data import Mnist, Split
+from jax_softmax.gradients import make_optimizer
+from jax_softmax.nonfinite import scan_until_nonfinite, summarize_steps
 from jax_softmax.train import _compile, shuffled_indices, train_epoch
 
 NUM_CLASSES = 4

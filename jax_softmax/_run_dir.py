@@ -15,7 +15,7 @@ it appends the metrics line, then replaces the checkpoint in one rename. The
 checkpoint is the commit point: whatever stops the run, and whenever, ``params.npz``
 holds one complete epoch (parameters and optimizer state together), and
 ``metrics.jsonl`` holds that epoch's lines, plus at most one more (whole or cut off)
-that :func:`jax_softmax.resume.load_run` cuts away.
+that :func:`jax_softmax._resume.load_run` cuts away.
 """
 
 from __future__ import annotations

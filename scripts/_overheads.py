@@ -146,9 +146,12 @@ def nonfinite_overhead(data_dir: str, rounds: int, batch_size: int, grads, optim
                     "paired_ratio": paired_ratio(times["with"], times["without"]),
                 }
             )
-    device = str(jax.devices()[0])
-    return {"device": device, "batch_size": batch_size, "rounds": rounds, "rows": rows} | {
-        "check_alone_us": _check_alone_microseconds()
+    return {
+        "device": str(jax.devices()[0]),
+        "batch_size": batch_size,
+        "rounds": rounds,
+        "rows": rows,
+        "check_alone_us": _check_alone_microseconds(),
     }
 
 

@@ -23,16 +23,17 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
+K = TypeVar("K")
 T = TypeVar("T")
 
 
 def interleaved(
-    cases: Mapping[str, Callable[[int], T]],
+    cases: Mapping[K, Callable[[int], T]],
     rounds: int,
     *,
     warmup: int = 0,
-    log: Callable[[int, str, T], None] | None = None,
-) -> dict[str, list[T]]:
+    log: Callable[[int, K, T], None] | None = None,
+) -> dict[K, list[T]]:
     """Calls every case once per round, the order rotated by one place each round.
 
     Args:
@@ -46,7 +47,7 @@ def interleaved(
       name -> the results of its kept rounds, in round order.
     """
     names = list(cases)
-    results: dict[str, list[T]] = {name: [] for name in names}
+    results: dict[K, list[T]] = {name: [] for name in names}
     for round_ in range(warmup + rounds):
         shift = round_ % len(names)
         for name in names[shift:] + names[:shift]:
@@ -56,13 +57,6 @@ def interleaved(
                 if log is not None:
                     log(round_ - warmup, name, result)
     return results
-
-
-def seconds(fn: Callable[[], object]) -> float:
-    """Wall seconds of one call of ``fn``."""
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def median(values: Iterable[float]) -> float:

@@ -111,7 +111,9 @@ def positive_int(text: str) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__.split("\n\n")[0],
+        epilog="\n\n".join(__doc__.split("\n\n")[2:4]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "measurements",

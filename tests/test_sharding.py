@@ -3,62 +3,31 @@
 The device count of a JAX process is fixed when its backend starts, so every check
 with several devices runs in a subprocess started with
 ``XLA_FLAGS=--xla_force_host_platform_device_count=N``. The processes train with
-:mod:`distributed_worker` and are compared with ``fit`` on this process's one device.
+:mod:`distributed_worker` (which also starts them) and are compared with ``fit`` on this process's one device.
 """
 
 import json
-import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from distributed_worker import BATCH_SIZE, fit_kwargs, training_data
+from distributed_worker import (
+    BATCH_SIZE,
+    finish,
+    fit_kwargs,
+    forced_devices_env,
+    free_port,
+    start_worker,
+    training_data,
+)
 
 import jax_softmax as js
 from jax_softmax.cli import main
 
 TESTS = Path(__file__).resolve().parent
 TIMEOUT = 180
-
-
-def forced_devices_env(devices: int) -> dict:
-    return {
-        **os.environ,
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-        "JAX_PLATFORMS": "cpu",
-        "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-    }
-
-
-def start_worker(out: Path, *args: str, devices: int) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, str(TESTS / "distributed_worker.py"), "--out", str(out), *args],
-        env=forced_devices_env(devices),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def finish(processes: list[subprocess.Popen]) -> None:
-    try:
-        for process in processes:
-            _, err = process.communicate(timeout=TIMEOUT)
-            assert process.returncode == 0, err
-    finally:
-        for process in processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +46,7 @@ def max_difference(a, b) -> float:
 
 def test_four_devices_give_the_single_device_result(tmp_path, single_device):
     out = tmp_path / "four.npz"
-    finish([start_worker(out, "--devices", "all,4,2,1", "--optimizers", "sgd,momentum", devices=4)])
+    finish([start_worker(out, "--devices", "all,4,2,1", "--optimizers", "sgd,momentum", devices=4)], TIMEOUT)
     result = np.load(out)
     assert int(result["device_count"]) == 4
     for optimizer in ("sgd", "momentum"):
@@ -153,7 +122,7 @@ def test_two_processes_end_with_identical_parameters_equal_to_one_process(tmp_pa
         )
         for i, out in enumerate(outs)
     ]
-    finish(processes)
+    finish(processes, TIMEOUT)
     first, second = (np.load(out) for out in outs)
     for result in (first, second):
         assert int(result["process_count"]) == 2 and int(result["device_count"]) == 4

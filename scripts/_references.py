@@ -1,4 +1,4 @@
-"""The peers that scripts/benchmark.py runs beside jax-softmax, each written the obvious way.
+"""The peers that `scripts/benchmark.py epochs` trains beside jax-softmax, each written the obvious way.
 
 Every trainer solves the same problem: plain mini-batch SGD on the softmax
 regression loss from zero weights, a fresh shuffle each epoch, the remainder batch

@@ -41,7 +41,7 @@ def test_quick_run_writes_every_part(mnist_dir, tmp_path):
 
     timed = [row for row in report["epochs"] if "ms_per_epoch" in row]
     assert {row["grad"] for row in timed} == {"autodiff", "manual"}
-    assert {row["batch_size"] for row in timed} >= {1, 200}
+    assert {row["batch_size"] for row in timed} >= {200}
     assert all(row["ms_per_epoch"] > 0 for row in timed)
 
     runs = report["train"]

@@ -13,6 +13,7 @@ from jax.typing import ArrayLike
 
 from jax_softmax._diagnose_runs import DEFAULT_CONFIG, SOFTMAXES, DiagnoseConfig, TrainingLog, Variant
 from jax_softmax._diagnose_verdict import classify_collapse
+from jax_softmax._validation import check_dtype_enabled
 from jax_softmax.gradients import manual_grad
 from jax_softmax.model import PRECISION, Params, logits, predict
 
@@ -273,8 +274,7 @@ def _check_inputs(
         raise ValueError(
             f"batch_size must be at most the {len(x_train)} training examples, got {config.batch_size}"
         )
-    if variant.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
+    check_dtype_enabled(variant.dtype)
     return x_train, y_train, x_val, y_val
 
 

@@ -302,3 +302,13 @@ def check_split(
     if num_classes is not None:
         check_labels(y, len(y), num_classes, f"{name} y")
     return x, y
+
+
+def check_dtype_enabled(dtype: Any) -> None:
+    """Refuses float64 when 64-bit JAX is off: JAX would silently compute in float32.
+
+    Raises:
+      ValueError: for float64 without ``jax_enable_x64``, saying how to switch it on.
+    """
+    if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
+        raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")

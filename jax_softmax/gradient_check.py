@@ -129,7 +129,8 @@ def tolerance(dtype: np.dtype) -> float:
 
 
 @contextlib.contextmanager
-def _x64():
+def x64():
+    """64-bit JAX inside the block only."""
     if hasattr(jax, "enable_x64"):
         with jax.enable_x64(True):
             yield
@@ -323,7 +324,7 @@ def check_gradient(
                 if array is not None and not np.isfinite(array.astype(np.float64)).all():
                     raise GradientCheckError(f"{name} returned non-finite values in {label_array} ({where})")
             dtypes += [a.dtype for a in (uw, ub) if a is not None]
-            with _x64():
+            with x64():
                 g = autodiff_grad(Params(jnp.asarray(w), jnp.asarray(b)), jnp.asarray(xb), jnp.asarray(yb))
                 gw, gb = np.asarray(g.w, np.float64), np.asarray(g.b, np.float64)
             compared.append(

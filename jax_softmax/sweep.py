@@ -45,7 +45,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax._validation import check_split
+from jax_softmax._validation import check_dtype_enabled, check_split
 from jax_softmax.config import DEFAULT_INIT_SCALE
 from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
 from jax_softmax.model import Params, init_params
@@ -375,8 +375,7 @@ def sweep(
     if not (math.isfinite(init_scale) and init_scale >= 0):
         raise ValueError(f"init_scale must be finite and >= 0, got {init_scale!r}")
     dtype = jnp.dtype(dtype)
-    if dtype == jnp.float64 and not jax.config.jax_enable_x64:
-        raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
+    check_dtype_enabled(dtype)
     lrs = _check_grid("lrs", lrs, positive=True)
     l2s = _check_grid("l2s", l2s, positive=False)
     x_train, y_train = check_split("train", train, None)

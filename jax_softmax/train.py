@@ -474,8 +474,7 @@ def _check_continuation(config: TrainConfig, params, opt_state, start_epoch: int
         )
     if opt_state is not None and params is None:
         raise ValueError("opt_state needs the params it belongs to: pass params too")
-    if config.dtype == "float64" and not jax.config.jax_enable_x64:
-        raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
+    _validation.check_dtype_enabled(config.dtype)
 
 
 def _training_data(train, validation, config: TrainConfig, params, uint8_pixels: bool):

@@ -12,6 +12,8 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from jax_softmax.gradient_check import x64 as x64  # 64-bit JAX inside a block
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,19 +50,6 @@ def assert_trees_close(actual, expected, rtol: float) -> None:
     for a, e in zip(jax.tree.leaves(actual), jax.tree.leaves(expected), strict=True):
         scale = float(np.abs(np.asarray(e)).max())
         np.testing.assert_allclose(np.asarray(a), np.asarray(e), rtol=0, atol=rtol * scale)
-
-
-@contextlib.contextmanager
-def x64():
-    """64-bit JAX inside the block only."""
-    if hasattr(jax, "enable_x64"):
-        with jax.enable_x64(True):
-            yield
-    else:  # older JAX
-        from jax.experimental import enable_x64
-
-        with enable_x64():
-            yield
 
 
 @contextlib.contextmanager

@@ -165,8 +165,14 @@ def enable_dtype(name: str) -> None:
 
 
 def _add_train(subparsers) -> None:
-    from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS
-    from jax_softmax.train import DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_INIT_SCALE, DEFAULT_LR
+    from jax_softmax.config import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_EPOCHS,
+        DEFAULT_INIT_SCALE,
+        DEFAULT_LR,
+        GRAD_MODES,
+        OPTIMIZER_NAMES,
+    )
 
     p = subparsers.add_parser(
         "train",
@@ -183,7 +189,7 @@ def _add_train(subparsers) -> None:
         "--grad", choices=GRAD_MODES, default="autodiff", help="gradient: jax.grad or the closed form"
     )
     p.add_argument(
-        "--optimizer", choices=("sgd", *OPTIMIZERS), default="sgd", help="plain SGD, or an optax optimizer"
+        "--optimizer", choices=OPTIMIZER_NAMES, default="sgd", help="plain SGD, or an optax optimizer"
     )
     p.add_argument("--l2", type=non_negative_float, default=0.0, help="L2 penalty on the weights")
     p.add_argument(
@@ -1034,17 +1040,12 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _add_sweep(subparsers) -> None:
-    from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS
     from jax_softmax.sweep import (
         DEFAULT_SWEEP_BATCH_SIZES,
-        DEFAULT_SWEEP_EPOCHS,
         DEFAULT_SWEEP_L2S,
         DEFAULT_SWEEP_LRS,
-        DEFAULT_SWEEP_OPTIMIZER,
         DEFAULT_SWEEP_SEEDS,
-        SELECT_BY,
     )
-    from jax_softmax.train import DEFAULT_INIT_SCALE
 
     def show(values) -> str:
         return ",".join(f"{v:g}" for v in values)
@@ -1081,6 +1082,18 @@ def _add_sweep(subparsers) -> None:
         default=DEFAULT_SWEEP_BATCH_SIZES,
         help=f"batch sizes, each its own program (default {show(DEFAULT_SWEEP_BATCH_SIZES)})",
     )
+    _add_sweep_training_flags(p)
+    add_data_flags(p)
+    p.add_argument("--plot", metavar="FILE.png", help="draw validation accuracy against learning rate")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p.set_defaults(run=run_sweep)
+
+
+def _add_sweep_training_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every member of a sweep shares: epochs, optimizer, gradient, start, selection."""
+    from jax_softmax.config import DEFAULT_INIT_SCALE, GRAD_MODES, OPTIMIZER_NAMES
+    from jax_softmax.sweep import DEFAULT_SWEEP_EPOCHS, DEFAULT_SWEEP_OPTIMIZER, SELECT_BY
+
     p.add_argument(
         "--epochs",
         type=positive_int,
@@ -1089,7 +1102,7 @@ def _add_sweep(subparsers) -> None:
     )
     p.add_argument(
         "--optimizer",
-        choices=("sgd", *OPTIMIZERS),
+        choices=OPTIMIZER_NAMES,
         default=DEFAULT_SWEEP_OPTIMIZER,
         help=f"optimizer (default {DEFAULT_SWEEP_OPTIMIZER})",
     )
@@ -1112,20 +1125,15 @@ def _add_sweep(subparsers) -> None:
         default="accuracy",
         help="choose by validation accuracy or validation loss (default accuracy)",
     )
-    add_data_flags(p)
-    p.add_argument("--plot", metavar="FILE.png", help="draw validation accuracy against learning rate")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
-    p.set_defaults(run=run_sweep)
 
 
 def run_sweep(args: argparse.Namespace) -> int:
 
     check_plot_path(args.plot)
     enable_dtype(args.dtype)
-    import jax
 
     from jax_softmax.data import load_mnist
-    from jax_softmax.sweep import format_sweep, sweep
+    from jax_softmax.sweep import sweep
 
     progress = sys.stderr if args.json else sys.stdout
     data = load_mnist(args.data_dir)
@@ -1164,6 +1172,18 @@ def run_sweep(args: argparse.Namespace) -> int:
         from jax_softmax.sweep import plot_sweep
 
         save_figure(plot_sweep(result), args.plot)
+    _print_sweep_result(args, result)
+    if result.best is None:
+        print(f"{PROG} sweep: every model diverged; try smaller learning rates", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _print_sweep_result(args: argparse.Namespace, result) -> None:
+    import jax
+
+    from jax_softmax.sweep import format_sweep
+
     if args.json:
         print(json.dumps(result.to_json()))
     else:
@@ -1179,10 +1199,6 @@ def run_sweep(args: argparse.Namespace) -> int:
             f"compilation {result.compile_seconds:.1f} s, on {jax.devices()[0].platform}"
             + (f"; plot written to {args.plot}" if args.plot else "")
         )
-    if result.best is None:
-        print(f"{PROG} sweep: every model diverged; try smaller learning rates", file=sys.stderr)
-        return 1
-    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -307,22 +307,8 @@ def check_gradient(
     for n, (xb, yb) in zip(batch_sizes, batches, strict=True):
         for label, (w, b) in (("zero", zero_weights), ("random", random_weights)):
             where = f"batch of {n}, {label} weights"
-            uw, ub = _call(fn, name, w, b, xb, yb, where)
-            if uw.shape == (num_classes, num_features) and num_classes != num_features:
-                transposed = True
-                uw = uw.T
-            elif uw.shape != (num_features, num_classes):
-                expected = (num_features, num_classes)
-                raise GradientCheckError(
-                    f"{name} returned dw of shape {uw.shape}, expected {expected} ({where})"
-                )
-            if ub is not None and ub.shape != (num_classes,):
-                raise GradientCheckError(
-                    f"{name} returned db of shape {ub.shape}, expected ({num_classes},) ({where})"
-                )
-            for label_array, array in (("dw", uw), ("db", ub)):
-                if array is not None and not np.isfinite(array.astype(np.float64)).all():
-                    raise GradientCheckError(f"{name} returned non-finite values in {label_array} ({where})")
+            uw, ub, flipped = _checked_call(fn, name, w, b, xb, yb, where)
+            transposed |= flipped
             dtypes += [a.dtype for a in (uw, ub) if a is not None]
             with x64():
                 g = autodiff_grad(Params(jnp.asarray(w), jnp.asarray(b)), jnp.asarray(xb), jnp.asarray(yb))
@@ -333,21 +319,7 @@ def check_gradient(
 
     dtype = min(dtypes, key=lambda d: jnp.finfo(d).bits)
     tol = tolerance(dtype)
-    points = []
-    for n, label, uw, ub, gw, gb in compared:
-        u = uw.ravel() if ub is None else np.concatenate([uw.ravel(), ub])
-        g = gw.ravel() if ub is None else np.concatenate([gw.ravel(), gb])
-        points.append(
-            PointCheck(
-                batch_size=n,
-                weights=label,
-                relative_error_w=_relative(uw, gw),
-                relative_error_b=None if ub is None else _relative(ub, gb),
-                factor=_fit(u, g, tol),
-                factor_w=_fit(uw.ravel(), gw.ravel(), tol),
-                largest_difference=_largest_difference(uw, ub, gw, gb),
-            )
-        )
+    points = [_point(n, label, uw, ub, gw, gb, tol) for n, label, uw, ub, gw, gb in compared]
     largest = max(batch_sizes)
     report = max((p for p in points if p.batch_size == largest), key=lambda p: p.relative_error_w)
     verdict, message = _classify(points, tol, transposed, num_features, num_classes)
@@ -362,6 +334,46 @@ def check_gradient(
         tolerance=tol,
         inputs=inputs,
         points=tuple(points),
+    )
+
+
+def _checked_call(fn, name: str, w, b, xb, yb, where: str) -> tuple:
+    """``(dw, db, transposed)`` from the user's function, checked: shapes and finite values.
+
+    A ``dw`` of shape ``[num_classes, num_features]`` comes back transposed, with
+    ``transposed`` true.
+    """
+    num_features, num_classes = w.shape
+    uw, ub = _call(fn, name, w, b, xb, yb, where)
+    transposed = uw.shape == (num_classes, num_features) and num_classes != num_features
+    if transposed:
+        uw = uw.T
+    elif uw.shape != (num_features, num_classes):
+        raise GradientCheckError(
+            f"{name} returned dw of shape {uw.shape}, expected {(num_features, num_classes)} ({where})"
+        )
+    if ub is not None and ub.shape != (num_classes,):
+        raise GradientCheckError(
+            f"{name} returned db of shape {ub.shape}, expected ({num_classes},) ({where})"
+        )
+    for label, array in (("dw", uw), ("db", ub)):
+        if array is not None and not np.isfinite(array.astype(np.float64)).all():
+            raise GradientCheckError(f"{name} returned non-finite values in {label} ({where})")
+    return uw, ub, transposed
+
+
+def _point(n: int, label: str, uw, ub, gw, gb, tol: float) -> PointCheck:
+    """How one returned gradient compares with the true one."""
+    u = uw.ravel() if ub is None else np.concatenate([uw.ravel(), ub])
+    g = gw.ravel() if ub is None else np.concatenate([gw.ravel(), gb])
+    return PointCheck(
+        batch_size=n,
+        weights=label,
+        relative_error_w=_relative(uw, gw),
+        relative_error_b=None if ub is None else _relative(ub, gb),
+        factor=_fit(u, g, tol),
+        factor_w=_fit(uw.ravel(), gw.ravel(), tol),
+        largest_difference=_largest_difference(uw, ub, gw, gb),
     )
 
 

@@ -162,6 +162,30 @@ def preprocess_image(
     """
     if not (invert == "auto" or isinstance(invert, bool)):
         raise TypeError(f"invert must be 'auto', True or False, got {invert!r}")
+    grey = _grey_image(image)
+    if min(grey.shape) < 1:
+        raise ValueError(f"image is empty, shape {grey.shape}")
+
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    if invert == "auto":
+        invert = bool(np.median(border) > 0.5)
+    if invert:
+        grey, border = 1.0 - grey, 1.0 - border
+    background = float(np.median(border))
+    ink = float(grey.max())
+    if ink - background < 0.05:
+        raise ValueError(
+            f"image has no digit: its lightest level is {ink:.3f} against a background of "
+            f"{background:.3f}{' (after inverting it)' if invert else ''}"
+        )
+    grey = np.clip((grey - background) / (ink - background), 0.0, 1.0)
+    grey[grey < NOISE_FLOOR] = 0.0
+
+    return _place_in_frame(grey).reshape(NUM_FEATURES).astype(np.float32)
+
+
+def _grey_image(image) -> np.ndarray:
+    """Grey levels in ``[0, 1]``, ``[height, width]``, from a path, a PIL image or an array."""
     Image, _ = _pil()
     if isinstance(image, (str, os.PathLike)):
         path = Path(image)
@@ -187,24 +211,11 @@ def preprocess_image(
         grey = _grey_from_array(image)
     else:
         raise TypeError(f"image must be a path, a PIL image or a numpy array, got {type(image).__name__}")
-    if min(grey.shape) < 1:
-        raise ValueError(f"image is empty, shape {grey.shape}")
+    return grey
 
-    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
-    if invert == "auto":
-        invert = bool(np.median(border) > 0.5)
-    if invert:
-        grey, border = 1.0 - grey, 1.0 - border
-    background = float(np.median(border))
-    ink = float(grey.max())
-    if ink - background < 0.05:
-        raise ValueError(
-            f"image has no digit: its lightest level is {ink:.3f} against a background of "
-            f"{background:.3f}{' (after inverting it)' if invert else ''}"
-        )
-    grey = np.clip((grey - background) / (ink - background), 0.0, 1.0)
-    grey[grey < NOISE_FLOOR] = 0.0
 
+def _place_in_frame(grey: np.ndarray) -> np.ndarray:
+    """The digit cropped, scaled into the 20x20 box and centred by mass in a 28x28 frame."""
     rows = np.flatnonzero(grey.any(axis=1))
     cols = np.flatnonzero(grey.any(axis=0))
     digit = grey[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
@@ -226,7 +237,7 @@ def preprocess_image(
     r0, c0 = max(top, 0), max(left, 0)
     r1, c1 = min(top + digit.shape[0], FRAME), min(left + digit.shape[1], FRAME)
     frame[r0:r1, c0:c1] = digit[r0 - top : r1 - top, c0 - left : c1 - left]
-    return frame.reshape(NUM_FEATURES).astype(np.float32)
+    return frame
 
 
 def load_inputs(

@@ -364,16 +364,7 @@ def sweep(
     Raises:
       ValueError, TypeError: for malformed data or grids, naming them.
     """
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if grad not in GRAD_MODES:
-        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
-    if optimizer != "sgd" and optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {('sgd', *OPTIMIZERS)}, got {optimizer!r}")
-    if select not in SELECT_BY:
-        raise ValueError(f"select must be one of {SELECT_BY}, got {select!r}")
-    if not (math.isfinite(init_scale) and init_scale >= 0):
-        raise ValueError(f"init_scale must be finite and >= 0, got {init_scale!r}")
+    _check_settings(epochs=epochs, grad=grad, optimizer=optimizer, select=select, init_scale=init_scale)
     dtype = jnp.dtype(dtype)
     check_dtype_enabled(dtype)
     lrs = _check_grid("lrs", lrs, positive=True)
@@ -413,12 +404,8 @@ def sweep(
         runs.extend(batch_runs)
         compile_seconds += seconds
 
-    ranked = rank_runs(runs, select)
+    ranked = _ranked_with_test_accuracy(runs, select, None if test is None else (x_test, y_test), dtype)
     best = ranked[0] if not ranked[0].diverged else None
-    if best is not None and test is not None:
-        _, test_acc = evaluate(best.params, jnp.asarray(x_test, dtype), jnp.asarray(y_test, jnp.int32))
-        best = dataclasses.replace(best, test_accuracy=float(test_acc))
-        ranked[0] = best
     return SweepResult(
         runs=tuple(ranked),
         best=best,
@@ -427,6 +414,29 @@ def sweep(
         seconds=time.perf_counter() - start,
         compile_seconds=compile_seconds,
     )
+
+
+def _check_settings(*, epochs, grad, optimizer, select, init_scale) -> None:
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    if optimizer != "sgd" and optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {('sgd', *OPTIMIZERS)}, got {optimizer!r}")
+    if select not in SELECT_BY:
+        raise ValueError(f"select must be one of {SELECT_BY}, got {select!r}")
+    if not (math.isfinite(init_scale) and init_scale >= 0):
+        raise ValueError(f"init_scale must be finite and >= 0, got {init_scale!r}")
+
+
+def _ranked_with_test_accuracy(runs: list[SweepRun], select: SelectBy, test, dtype) -> list[SweepRun]:
+    """The runs best first; the chosen one (if any did not diverge) with its test accuracy."""
+    ranked = rank_runs(runs, select)
+    if not ranked[0].diverged and test is not None:
+        x_test, y_test = test
+        _, test_acc = evaluate(ranked[0].params, jnp.asarray(x_test, dtype), jnp.asarray(y_test, jnp.int32))
+        ranked[0] = dataclasses.replace(ranked[0], test_accuracy=float(test_acc))
+    return ranked
 
 
 def _train_grid(

@@ -59,3 +59,17 @@ def test_no_import_cycle_at_module_level():
 
     for module in graph:
         visit(module, [])
+
+
+def test_functions_are_short():
+    # Body length of every function, its docstring left out: at most 60 lines.
+    for path in PACKAGE.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                body = node.body
+                if isinstance(body[0], ast.Expr) and isinstance(
+                    getattr(body[0], "value", None), ast.Constant
+                ):
+                    body = body[1:] or body
+                length = body[-1].end_lineno - body[0].lineno + 1
+                assert length <= 60, f"{path.name}:{node.name} has {length} lines"

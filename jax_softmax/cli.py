@@ -205,6 +205,15 @@ def _add_train(subparsers) -> None:
         help="dtype of the parameters and arithmetic",
     )
     add_data_flags(p)
+    _add_run_flags(p)
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    add_cache_flags(p)
+    add_device_flags(p)
+    p.set_defaults(run=run_train)
+
+
+def _add_run_flags(p: argparse.ArgumentParser) -> None:
+    """``train``'s flags for the run directory and for a run that goes non-finite."""
     p.add_argument(
         "--out",
         metavar="DIR",
@@ -225,10 +234,6 @@ def _add_train(subparsers) -> None:
         "parameters, save them with --out, report, exit status 1) or raise (an error line, exit "
         "status 1; --out keeps the last completed epoch)",
     )
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
-    add_cache_flags(p)
-    add_device_flags(p)
-    p.set_defaults(run=run_train)
 
 
 def coordinator_address(text: str) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import _validation
+from jax_softmax._validation import RawPixelsWarning as RawPixelsWarning  # fit's warning, public here
 from jax_softmax.config import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from jax_softmax.config import DEFAULT_EPOCHS as DEFAULT_EPOCHS
 from jax_softmax.config import DEFAULT_INIT_SCALE as DEFAULT_INIT_SCALE

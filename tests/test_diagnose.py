@@ -32,6 +32,7 @@ from jax_softmax.diagnose import (
     train_variant,
 )
 from jax_softmax.plots import plot_zero_probabilities, save_figure
+from jax_softmax.train import RawPixelsWarning
 
 NUM_CLASSES = 4
 
@@ -425,6 +426,8 @@ def test_library_loss_and_update_stay_finite_on_raw_pixels(grad, dtype):
         params = js.init_params(jax.random.key(0), x.shape[1], NUM_CLASSES, scale=0.0, dtype=dtype)
         step = js.make_update(grad)
         largest = 0.0
+        with pytest.warns(RawPixelsWarning, match="raw 0-255 pixels"):  # once, on the first step
+            step(params, jnp.asarray(x[:50]), jnp.asarray(y[:50]), 0.1)
         for i in range(40):
             xb, yb = jnp.asarray(x[50 * i : 50 * (i + 1)]), jnp.asarray(y[50 * i : 50 * (i + 1)])
             value = js.loss(params, xb, yb)
@@ -440,6 +443,8 @@ def test_library_loss_and_update_stay_finite_on_raw_mnist(mnist_dir):
     x, y = jnp.asarray(raw.train.x[:20_000]), jnp.asarray(raw.train.y[:20_000])
     params = js.init_params(jax.random.key(0), 784, 10, scale=0.0)
     step = js.make_update("manual")
+    with pytest.warns(RawPixelsWarning, match="divide by 255"):  # the question's own mistake, named
+        step(params, x[:200], y[:200], 0.1)
     losses, largest = [], 0.0
     for i in range(100):
         xb, yb = x[200 * i : 200 * (i + 1)], y[200 * i : 200 * (i + 1)]

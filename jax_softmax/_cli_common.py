@@ -9,6 +9,7 @@ import argparse
 import os
 import sys
 
+from jax_softmax.config import SEED_LIMIT
 from jax_softmax.data import DATA_DIR_ENV
 
 PROG = "jax-softmax"
@@ -77,9 +78,6 @@ def non_negative_float(text: str) -> float:
     if not (value >= 0 and value != float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
     return value
-
-
-SEED_LIMIT = 2**32
 
 
 def seed_int(text: str) -> int:

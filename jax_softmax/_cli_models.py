@@ -18,16 +18,16 @@ from jax_softmax._cli_common import (
 def _load_checkpoint(path: str):
     """Loads a checkpoint for evaluate and predict, switching on 64-bit JAX if it needs it."""
     from jax_softmax._run_dir import check_pixel_scaling
-    from jax_softmax.checkpoint import load_params, read_checkpoint
+    from jax_softmax.checkpoint import read_checkpoint, to_checkpoint
 
     if not os.path.exists(path):
         raise CommandError(
             f"--params {path}: no such file; pass the checkpoint params.npz that "
             f"'{PROG} train --out DIR' writes in DIR"
         )
-    w, _, _ = read_checkpoint(path)
+    w, b, metadata = read_checkpoint(path)  # once: the dtype says whether 64-bit JAX is needed
     enable_dtype(w.dtype.name)
-    checkpoint = load_params(path)
+    checkpoint = to_checkpoint(w, b, metadata, path)
     check_pixel_scaling(checkpoint.metadata, path)
     return checkpoint
 

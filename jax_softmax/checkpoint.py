@@ -311,7 +311,17 @@ def load_params(path: str | os.PathLike) -> Checkpoint:
       CheckpointError: (a ``ValueError``) as for :func:`read_checkpoint`, and for
         float64 parameters while 64-bit JAX is off.
     """
-    w, b, metadata = read_checkpoint(path)
+    return to_checkpoint(*read_checkpoint(path), path)
+
+
+def to_checkpoint(
+    w: np.ndarray, b: np.ndarray, metadata: dict[str, Any], path: str | os.PathLike
+) -> Checkpoint:
+    """The :class:`Checkpoint` of arrays that :func:`read_checkpoint` read from ``path``.
+
+    Raises:
+      CheckpointError: for float64 parameters while 64-bit JAX is off.
+    """
     if w.dtype == np.float64 and not jax.config.jax_enable_x64:
         raise CheckpointError(
             f"{path}: holds float64 parameters; enable 64-bit JAX first "

@@ -182,7 +182,7 @@ def plot_zero_probabilities(diagnoses: Sequence[Diagnosis]) -> Figure:
     along the bottom of the log-likelihood panel marks each step where it was not finite.
 
     Args:
-      diagnoses: runs of :func:`jax_softmax.diagnose_variant`.
+      diagnoses: runs of :func:`jax_softmax.diagnose.diagnose_variant`.
 
     Returns:
       A 1000x850-pixel figure with three panels sharing a logarithmic step axis.
@@ -238,7 +238,7 @@ def plot_diagnosis(diagnoses: Sequence[Diagnosis], path: str | os.PathLike) -> N
     A cross marks each collapse. The file is written atomically (PNG).
 
     Args:
-      diagnoses: runs of :func:`jax_softmax.diagnose_variant`.
+      diagnoses: runs of :func:`jax_softmax.diagnose.diagnose_variant`.
       path: the PNG file to write.
 
     Raises:

@@ -424,7 +424,7 @@ def fit(
     _check_continuation(config, params, opt_state, start_epoch)
     data, parallel = _training_data(train, validation, config, params, uint8_pixels)
     shuffle_key, params, opt_state, transform = _initial_state(config, data, params, opt_state, start_epoch)
-    replicate = (lambda tree: tree) if parallel is None else parallel.replicate
+    replicate = _replicator(parallel)
     params, opt_state = replicate((params, opt_state))
     programs, history = _compile_programs(
         config, data, parallel, transform, uint8_pixels, (params, opt_state, replicate(shuffle_key))
@@ -496,7 +496,7 @@ def _training_data(train, validation, config: TrainConfig, params, uint8_pixels:
     parallel = data_parallel(config.devices)
     if parallel is not None:
         parallel.check_batch_size(config.batch_size)
-    replicate = (lambda tree: tree) if parallel is None else parallel.replicate
+    replicate = _replicator(parallel)
     placed = []
     for name, x, y in splits:
         if uint8_pixels and x.dtype != np.uint8:
@@ -507,6 +507,11 @@ def _training_data(train, validation, config: TrainConfig, params, uint8_pixels:
     lr = replicate(jax.device_put(np.asarray(config.lr, config.dtype)))  # a transfer, not a compiled cast
     data = _Data((*placed[0], lr), placed[1] if validation is not None else None, x_train.shape[1])
     return data, parallel
+
+
+def _replicator(parallel) -> Callable:
+    """Puts a pytree on every device of ``parallel``; leaves it as it is on one device."""
+    return (lambda tree: tree) if parallel is None else parallel.replicate
 
 
 def _initial_state(config: TrainConfig, data: _Data, params, opt_state, start_epoch: int) -> tuple:

@@ -280,6 +280,19 @@ def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
     assert [m.epoch for m in read_metrics(run / "metrics.jsonl")][:done] == list(range(1, done + 1))
 
 
+def _assert_sigterm_stops_before_the_first_epoch(mnist_dir, run, capsys) -> None:
+    """``train --out run`` with a SIGTERM sent before its first epoch ends: one line, exit 143."""
+    status = cli.main(
+        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
+    )
+    err = capsys.readouterr().err
+    assert status == 143
+    assert (
+        err.strip()
+        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
+    )
+
+
 def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
     """A SIGTERM whose exception some library caught is noticed at the next epoch's save."""
     real_fit = js.train.fit
@@ -297,16 +310,7 @@ def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path
         return real_fit(*args, checkpoint_callback=callback, **kwargs)
 
     monkeypatch.setattr(js.train, "fit", fit_that_swallows)
-    run = tmp_path / "run"
-    status = cli.main(
-        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
-    )
-    err = capsys.readouterr().err
-    assert status == 143
-    assert (
-        err.strip()
-        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
-    )
+    _assert_sigterm_stops_before_the_first_epoch(mnist_dir, tmp_path / "run", capsys)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
 
 
@@ -331,16 +335,7 @@ def test_a_signal_inside_a_garbage_collection_callback_prints_no_traceback(
         return real_fit(*args, **kwargs)
 
     monkeypatch.setattr(js.train, "fit", fit_after_a_collection)
-    run = tmp_path / "run"
-    status = cli.main(
-        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
-    )
-    err = capsys.readouterr().err
-    assert status == 143
-    assert (
-        err.strip()
-        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
-    )
+    _assert_sigterm_stops_before_the_first_epoch(mnist_dir, tmp_path / "run", capsys)
 
 
 def test_interrupts_deferred_holds_sigterm_and_delivers_it_after():

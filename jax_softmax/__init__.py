@@ -12,6 +12,7 @@ from jax_softmax import _startup
 
 if _startup.is_command_line():  # before anything else: importing JAX takes seconds
     _startup.exit_on_stop_signals("starting")
+    _startup.pause_collector()
 
 import importlib
 import sys

@@ -389,9 +389,12 @@ def _kept_after_raise(state: _TrainRun) -> str:
 
 def _finish_training(state: _TrainRun, params, history) -> int:
     """Evaluates on the test set, writes what ``--out`` keeps, warns, and prints the result."""
-    from jax_softmax.train import evaluate_pixels
+    import jax
 
-    test = tuple(float(v) for v in evaluate_pixels(params, state.data.test.x, state.data.test.y))
+    from jax_softmax.train import evaluation_program
+
+    x, y = jax.device_put((state.data.test.x, state.data.test.y))
+    test = tuple(float(v) for v in evaluation_program(params, x, y, uint8_pixels=True)(params, x, y))
     all_epochs = ([] if state.run is None else state.run.metrics) + history.epochs
     written = _save_outputs(state, params, history.stopped, all_epochs) if state.out_dir is not None else []
     if history.stopped is not None:

@@ -7,6 +7,7 @@ The commands live in private modules, one per concern: ``_cli_train``, ``_cli_mo
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import threading
 
     from jax_softmax._resume import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
+    from jax_softmax._startup import freeze_imports
 
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}
@@ -94,6 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = PROG
     try:
         args = parse_arguments(argv)
+        freeze_imports()
         command = f"{PROG} {args.command}"
         args.argv = list(sys.argv[1:] if argv is None else argv)
         args.signals, args.on_exit, args.interrupt_reported = received, on_exit, False
@@ -153,4 +156,5 @@ def main_entry() -> None:
             except (OSError, ValueError):
                 pass
         os._exit(status)
+    gc.freeze()  # the interpreter's last collection need not walk what the command made
     sys.exit(status)

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax import _validation
+from jax_softmax import _program_store, _validation
 from jax_softmax._validation import RawPixelsWarning as RawPixelsWarning  # fit's warning, public here
 from jax_softmax.config import DEFAULT_BATCH_SIZE as DEFAULT_BATCH_SIZE
 from jax_softmax.config import DEFAULT_EPOCHS as DEFAULT_EPOCHS
@@ -46,16 +46,40 @@ faster: 7-11% less per epoch at batch 200 on the x86-64 (AVX2) CPU measured.
 """
 
 
-def _compile(lowered: jax.stages.Lowered) -> jax.stages.Compiled:
-    """Compiles with :data:`CPU_COMPILER_OPTIONS` on a CPU; without them elsewhere or where unknown."""
+SETUP_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+"""XLA options for :func:`fit`'s set-up program on a CPU.
+
+The set-up runs once, and drawing the initial weights makes it the slowest program of
+a run to compile: 0.9 s at LLVM's default optimization, 0.15 s at level 1, which gives
+the same bits (level 0 does not).
+"""
+
+
+def _compile(lowered: jax.stages.Lowered, options: dict = CPU_COMPILER_OPTIONS) -> jax.stages.Compiled:
+    """Compiles with ``options`` on a CPU; without them elsewhere or where unknown."""
     if jax.default_backend() != "cpu":
         return lowered.compile()
     try:
-        return lowered.compile(compiler_options=CPU_COMPILER_OPTIONS)
+        return lowered.compile(compiler_options=options)
     except jax.errors.JaxRuntimeError as e:
         if "No such compile option" not in str(e):
             raise
         return lowered.compile()
+
+
+def _program(name: str, jitted, args: tuple, settings: dict | None, options: dict | None, **static):
+    """``jitted.lower(*args, **static)`` compiled (with ``options`` on a CPU), or the same program
+    kept by an earlier run.
+
+    ``settings`` names what the program depends on besides its arguments and this
+    package's code (``None``: not nameable, never kept); see
+    :mod:`jax_softmax._program_store`.
+    """
+    on_cpu = jax.default_backend() == "cpu"
+    if settings is not None:
+        settings = {**settings, "compiler_options": options if on_cpu else None}
+    compile_ = (lambda lowered: lowered.compile()) if options is None else partial(_compile, options=options)
+    return _program_store.compiled(name, jitted, args, static, settings, compile_)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -423,16 +447,20 @@ def fit(
     config = (config or TrainConfig()).replace(**settings)
     _check_continuation(config, params, opt_state, start_epoch)
     data, parallel = _training_data(train, validation, config, params, uint8_pixels)
-    shuffle_key, params, opt_state, transform = _initial_state(config, data, params, opt_state, start_epoch)
+    # Programs are kept between runs where everything they depend on can be named.
+    kept = parallel is None and isinstance(config.optimizer, str)
+    shuffle_key, params, opt_state, transform = _initial_state(
+        config, data, params, opt_state, start_epoch, kept
+    )
     replicate = _replicator(parallel)
     params, opt_state = replicate((params, opt_state))
     programs, history = _compile_programs(
-        config, data, parallel, transform, uint8_pixels, (params, opt_state, replicate(shuffle_key))
+        config, data, parallel, transform, uint8_pixels, (params, opt_state, replicate(shuffle_key)), kept
     )
     losses: list[float] = []  # the epochs' mean training losses, for describing a stop
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
-        shuffle_key, epoch_key = _split_key(shuffle_key)
+        shuffle_key, epoch_key = programs.split(shuffle_key)
         epoch_key = replicate(epoch_key)
         before = (params, opt_state)
         params, opt_state, train_loss, finite = programs.epoch(params, opt_state, epoch_key, *data.train)
@@ -464,6 +492,7 @@ class _Programs(NamedTuple):
     """What :func:`fit` runs each epoch, compiled for its data and settings."""
 
     epoch: Callable
+    split: Callable
     replay: Callable
     evaluate: Callable
 
@@ -514,13 +543,19 @@ def _replicator(parallel) -> Callable:
     return (lambda tree: tree) if parallel is None else parallel.replicate
 
 
-def _initial_state(config: TrainConfig, data: _Data, params, opt_state, start_epoch: int) -> tuple:
+def _initial_state(
+    config: TrainConfig, data: _Data, params, opt_state, start_epoch: int, kept: bool
+) -> tuple:
     """``(shuffle_key, params, opt_state, optimizer)`` for epoch ``start_epoch + 1``."""
-    shape = None if params is not None else (data.num_features, config.num_classes)
-    scale = float(config.init_scale)
-    shuffle_key, fresh = _start(
-        seed=config.seed, skip=start_epoch, shape=shape, scale=scale, dtype=config.dtype
-    )
+    static = {
+        "seed": config.seed,
+        "skip": start_epoch,
+        "shape": None if params is not None else (data.num_features, config.num_classes),
+        "scale": float(config.init_scale),
+        "dtype": jnp.dtype(config.dtype).name,
+    }
+    start = _program("start", _start, (), static if kept else None, SETUP_COMPILER_OPTIONS, **static)
+    shuffle_key, fresh = start()
     params = fresh if params is None else params
     optimizer = config.optimizer
     transform = make_optimizer(optimizer, config.lr) if isinstance(optimizer, str) else optimizer
@@ -536,25 +571,55 @@ def _initial_state(config: TrainConfig, data: _Data, params, opt_state, start_ep
 
 
 def _compile_programs(
-    config: TrainConfig, data: _Data, parallel, transform, uint8_pixels: bool, state: tuple
+    config: TrainConfig, data: _Data, parallel, transform, uint8_pixels: bool, state: tuple, kept: bool
 ):
-    """The compiled epoch and evaluation for ``state = (params, opt_state, key)``, the replay of a
-    failed epoch, and the :class:`History` that records the compilation time."""
+    """The compiled epoch, key split and evaluation for ``state = (params, opt_state, key)``, the
+    replay of a failed epoch, and the :class:`History` that records the compilation time.
+
+    With ``kept``, the programs are those an earlier run kept (see :func:`_program`) when
+    there are any.
+    """
     settings = {"batch_size": config.batch_size, "grad": config.grad, "optimizer": transform, "l2": config.l2}
     if uint8_pixels:
         settings["uint8_pixels"] = True
     if parallel is not None:
         settings["batch_sharding"] = parallel.batch_indices
+    # An optax optimizer is named by its name and its learning rate, which it holds as a
+    # constant; plain SGD takes the rate as an argument.
+    lr = None if transform is None else config.lr
+    named = {**settings, "optimizer": config.optimizer, "lr": lr} if kept else None
     start = time.perf_counter()
     # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
-    epoch = _compile(jax.jit(partial(checked_epoch, **settings)).lower(*state, *data.train))
+    epoch_args = (*state, *data.train)
+    epoch = _program(
+        "epoch", jax.jit(partial(checked_epoch, **settings)), epoch_args, named, CPU_COMPILER_OPTIONS
+    )
+    split = _program("split_key", _split_key, (state[2],), {} if kept else None, None)
     evaluate_fn = _no_validation
     if data.validation is not None:
-        compiled = (evaluate_pixels if uint8_pixels else evaluate).lower(state[0], *data.validation).compile()
+        compiled = evaluation_program(state[0], *data.validation, uint8_pixels=uint8_pixels, kept=kept)
         evaluate_fn = partial(_evaluate_on, compiled, data.validation)
     history = History(compile_seconds=time.perf_counter() - start)
     replay = partial(_replay, settings=settings, data=data, config=config)
-    return _Programs(epoch, replay, evaluate_fn), history
+    return _Programs(epoch, split, replay, evaluate_fn), history
+
+
+def evaluation_program(
+    params: Params, x: jax.Array, y: jax.Array, *, uint8_pixels: bool = False, kept: bool = True
+) -> jax.stages.Compiled:
+    """:func:`evaluate` (or :func:`evaluate_pixels`) compiled for these arguments.
+
+    With ``kept``, the program a previous process compiled for the same arguments is
+    loaded when the compilation cache keeps one
+    (:func:`jax_softmax.compilation_cache.enable_compilation_cache`), without tracing it.
+
+    Returns:
+      A function of ``(params, x, y)`` that returns ``(loss, accuracy)``.
+    """
+    function = evaluate_pixels if uint8_pixels else evaluate
+    settings = {"uint8_pixels": uint8_pixels} if kept else None
+    name = "evaluate_pixels" if uint8_pixels else "evaluate"
+    return _program(name, function, (params, x, y), settings, None)
 
 
 def _no_validation(params: Params) -> tuple[float, float]:

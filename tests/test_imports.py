@@ -58,3 +58,35 @@ def test_plain_sgd_training_imports_none_of_them(mnist_dir):
     argv = ["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--json", "--no-cache"]
     assert imported_by(*argv) == []
     assert imported_by(*argv, "--optimizer", "adam") == ["optax"]
+
+
+# The command line as a process starts: the package imported under the command's name.
+COLLECTOR = textwrap.dedent(
+    """
+    import gc, sys
+    sys.argv = ["jax-softmax"]
+    import jax_softmax
+    from jax_softmax import _startup
+    paused = not gc.isenabled()
+    _startup.freeze_imports()
+    print(paused, gc.isenabled(), "jax" in sys.modules, gc.get_freeze_count())
+    """
+)
+
+
+def test_the_command_line_imports_with_the_collector_paused_then_freezes_them():
+    result = subprocess.run([sys.executable, "-c", COLLECTOR], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    paused, enabled, jax_imported, frozen = result.stdout.split()
+    assert (paused, enabled, jax_imported) == ("True", "True", "True")
+    assert int(frozen) > 50_000
+
+
+def test_the_collector_is_left_alone_in_a_program_that_imports_the_package():
+    import gc
+
+    from jax_softmax._startup import freeze_imports
+
+    before = gc.get_freeze_count()
+    freeze_imports()
+    assert gc.isenabled() and gc.get_freeze_count() == before

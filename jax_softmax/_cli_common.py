@@ -265,6 +265,26 @@ def check_plot_path(path: str | None) -> None:
         raise CommandError(f"--plot {path}: the directory {Path(path).parent} does not exist")
 
 
+def in_background(function, *args, **kwargs):
+    """Runs ``function(*args, **kwargs)`` in a daemon thread; returns its ``concurrent.futures.Future``.
+
+    A daemon thread, so that a command stopped by a signal exits without waiting for it.
+    """
+    import threading
+    from concurrent.futures import Future
+
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args, **kwargs))
+        except BaseException as e:  # handed to whoever takes the result
+            future.set_exception(e)
+
+    threading.Thread(target=run, name=getattr(function, "__name__", "background"), daemon=True).start()
+    return future
+
+
 def stopped_by(signum: int) -> str:
     import signal
 

@@ -22,7 +22,7 @@ from jax_softmax.data import DATA_DIR_ENV
 
 
 def add_diagnose_command(subparsers) -> None:
-    from jax_softmax.diagnose import DTYPES, DiagnoseConfig
+    from jax_softmax._diagnose_runs import DTYPES, DiagnoseConfig
 
     defaults = DiagnoseConfig()
     p = subparsers.add_parser(
@@ -127,7 +127,7 @@ def run_diagnose(args: argparse.Namespace) -> int:
 
 
 def add_check_grad_command(subparsers) -> None:
-    from jax_softmax.gradient_check import BATCH_SIZES
+    from jax_softmax.config import CHECK_GRADIENT_BATCH_SIZES as BATCH_SIZES
 
     p = subparsers.add_parser(
         "check-grad",

@@ -22,6 +22,7 @@ from jax_softmax._cli_common import (
     data_cache,
     enable_cache,
     enable_dtype,
+    in_background,
     non_negative_float,
     positive_float,
     positive_int,
@@ -77,7 +78,7 @@ def add_train_command(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     add_cache_flags(p)
     add_device_flags(p)
-    p.set_defaults(run=run_train)
+    p.set_defaults(run=run_train, prefetch=prefetch_data)
 
 
 def _add_run_flags(p: argparse.ArgumentParser) -> None:
@@ -243,6 +244,20 @@ class _TrainRun:
     done: int = 0  # the last completed epoch, saved to out_dir when there is one
 
 
+def prefetch_data(args: argparse.Namespace) -> None:
+    """Starts reading MNIST from ``--data-dir`` in a thread: before JAX is imported, so that the two overlap.
+
+    Decoding the gzip files, on a first run, takes about half a second, most of it in
+    zlib, which leaves the interpreter free to import JAX meanwhile. The result, or
+    the error, is taken where the data is needed (:func:`_start_training`).
+    """
+    args.prefetched = None
+    if args.data_dir is not None:  # a download (no directory) waits until it is needed
+        from jax_softmax.data import load_mnist_uint8
+
+        args.prefetched = in_background(load_mnist_uint8, args.data_dir, **data_cache(args))
+
+
 def run_train(args: argparse.Namespace) -> int:
     resumed = _read_resumed_run(args) if args.resume is not None else None
     enable_dtype(args.dtype)
@@ -260,7 +275,8 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
     """Locks ``--out``, loads the data and the resumed run, and starts the run directory."""
     import jax
 
-    from jax_softmax._resume import check_interrupted, read_run_metadata
+    from jax_softmax._resume import read_run_metadata
+    from jax_softmax._signals import check_interrupted
     from jax_softmax.data import load_mnist_uint8
 
     if args.out is not None and jax.process_index() > 0:
@@ -271,7 +287,8 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
         if resumed is not None and read_run_metadata(args.resume)["epoch"] != resumed["epoch"]:
             raise CommandError(f"--resume {args.resume}: the run there moved on while starting; run again")
     # The pixels stay uint8, memory-mapped from the cache, and are scaled on the device.
-    data = load_mnist_uint8(args.data_dir, **data_cache(args))
+    prefetched = getattr(args, "prefetched", None)
+    data = load_mnist_uint8(args.data_dir, **data_cache(args)) if prefetched is None else prefetched.result()
     check_interrupted(args.signals)  # one that arrived in a callback that dropped it
     if args.batch_size > len(data.train.x):
         raise CommandError(
@@ -320,7 +337,7 @@ def _open_run_dir(state: _TrainRun) -> None:
 
 def _epoch_reporter(state: _TrainRun, bar):
     """``fit``'s checkpoint callback: saves the epoch (signals held back meanwhile) and prints its line."""
-    from jax_softmax._resume import check_interrupted, interrupts_deferred
+    from jax_softmax._signals import check_interrupted, interrupts_deferred
 
     epochs = state.args.epochs
 
@@ -362,7 +379,7 @@ def _train(state: _TrainRun):
             checkpoint_callback=_epoch_reporter(state, bar),
             uint8_pixels=True,
         )
-    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax._resume.Interrupted)
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax._signals.Interrupted)
         import signal
 
         signum = getattr(e, "signum", signal.SIGINT)

@@ -1,7 +1,7 @@
 """SIGINT and SIGTERM while the command line starts or shuts down: one line, no traceback.
 
 Importing the package (and JAX with it) takes seconds, before the command line's own
-handlers (:func:`jax_softmax._resume.raise_on_stop_signals`) are set; after it has
+handlers (:func:`jax_softmax._signals.raise_on_stop_signals`) are set; after it has
 printed its result, the interpreter takes a moment to exit. A signal in either window
 would otherwise print a traceback from the middle of an import, or end the process
 silently. Nothing has been written or is left to save there, so the handler here

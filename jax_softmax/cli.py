@@ -69,14 +69,14 @@ def _raised_by_the_package(error: BaseException) -> bool:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see :data:`EXIT_STATUS`).
 
-    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax._resume.Interrupted`:
+    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax._signals.Interrupted`:
     ``train --out`` saves its last completed epoch, every command prints one line and
     returns ``128 + signal``. The previous handlers are restored on return.
     """
     import signal
     import threading
 
-    from jax_softmax._resume import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
+    from jax_softmax._signals import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
     from jax_softmax._startup import freeze_imports
 
     in_main_thread = threading.current_thread() is threading.main_thread()
@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = PROG
     try:
         args = parse_arguments(argv)
+        if getattr(args, "prefetch", None) is not None:
+            args.prefetch(args)  # work that needs no JAX, started before JAX is imported
         freeze_imports()
         command = f"{PROG} {args.command}"
         args.argv = list(sys.argv[1:] if argv is None else argv)

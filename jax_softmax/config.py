@@ -27,6 +27,8 @@ GRAD_MODES: tuple[str, ...] = ("autodiff", "manual")
 OPTIMIZER_NAMES: tuple[str, ...] = ("sgd", "momentum", "nesterov", "adam", "adamw", "adagrad", "rmsprop")
 ON_NONFINITE: tuple[str, ...] = ("stop", "raise")
 DTYPES: tuple[str, ...] = ("float32", "float64")
+CHECK_GRADIENT_BATCH_SIZES: tuple[int, ...] = (1, 7, 200)
+"""The batch sizes :func:`jax_softmax.check_gradient` tries by default."""
 
 RECORDED = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
 """The fields a checkpoint records and ``train --resume`` takes back: what fixes the run's result."""

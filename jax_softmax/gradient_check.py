@@ -31,11 +31,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jax_softmax.config import CHECK_GRADIENT_BATCH_SIZES
 from jax_softmax.gradients import autodiff_grad
 from jax_softmax.model import Params
 
 VERDICTS: tuple[str, ...] = ("correct", "negated", "scaled", "transposed", "bias", "wrong")
-BATCH_SIZES: tuple[int, ...] = (1, 7, 200)
+BATCH_SIZES: tuple[int, ...] = CHECK_GRADIENT_BATCH_SIZES
 LOGIT_SCALE = 5.0
 """Standard deviation of the logits at the random weights: far from uniform probabilities."""
 ROUNDING_ULPS = 1000

@@ -453,24 +453,25 @@ def fit(
         config, data, params, opt_state, start_epoch, kept
     )
     replicate = _replicator(parallel)
-    params, opt_state = replicate((params, opt_state))
+    params, opt_state, shuffle_key = replicate((params, opt_state, shuffle_key))
     programs, history = _compile_programs(
-        config, data, parallel, transform, uint8_pixels, (params, opt_state, replicate(shuffle_key)), kept
+        config, data, parallel, transform, uint8_pixels, (params, opt_state, shuffle_key), kept
     )
     losses: list[float] = []  # the epochs' mean training losses, for describing a stop
     for epoch in range(start_epoch + 1, config.epochs + 1):
         start = time.perf_counter()
-        shuffle_key, epoch_key = programs.split(shuffle_key)
-        epoch_key = replicate(epoch_key)
         before = (params, opt_state)
-        params, opt_state, train_loss, finite = programs.epoch(params, opt_state, epoch_key, *data.train)
+        params, opt_state, shuffle_key, epoch_key, train_loss, finite, validation = programs.epoch(
+            params, opt_state, shuffle_key, *data.train, *(data.validation or ())
+        )
         if not bool(finite):
             history.stopped, params, opt_state = programs.replay(before, epoch_key, epoch, losses)
             if history.stopped is not None:
                 if config.on_nonfinite == "raise":
                     raise NonFiniteError(history.stopped, params)
                 return params, history
-        metrics = _epoch_metrics(epoch, train_loss, programs.evaluate(params), start)
+            validation = programs.evaluate(params)  # of the replay's parameters
+        metrics = _epoch_metrics(epoch, train_loss, validation, start)
         history.epochs.append(metrics)
         losses.append(metrics.train_loss)
         if callback is not None:
@@ -492,7 +493,6 @@ class _Programs(NamedTuple):
     """What :func:`fit` runs each epoch, compiled for its data and settings."""
 
     epoch: Callable
-    split: Callable
     replay: Callable
     evaluate: Callable
 
@@ -590,18 +590,27 @@ def _compile_programs(
     named = {**settings, "optimizer": config.optimizer, "lr": lr} if kept else None
     start = time.perf_counter()
     # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
-    epoch_args = (*state, *data.train)
-    epoch = _program(
-        "epoch", jax.jit(partial(checked_epoch, **settings)), epoch_args, named, CPU_COMPILER_OPTIONS
-    )
-    split = _program("split_key", _split_key, (state[2],), {} if kept else None, None)
-    evaluate_fn = _no_validation
-    if data.validation is not None:
-        compiled = evaluation_program(state[0], *data.validation, uint8_pixels=uint8_pixels, kept=kept)
-        evaluate_fn = partial(_evaluate_on, compiled, data.validation)
+    epoch_args = (*state, *data.train, *(data.validation or ()))
+    evaluation = evaluate_pixels if uint8_pixels else evaluate
+    jitted = jax.jit(partial(_fit_epoch, evaluation=evaluation, **settings))
+    epoch = _program("epoch", jitted, epoch_args, named, CPU_COMPILER_OPTIONS)
     history = History(compile_seconds=time.perf_counter() - start)
     replay = partial(_replay, settings=settings, data=data, config=config)
-    return _Programs(epoch, split, replay, evaluate_fn), history
+    evaluate_fn = partial(_evaluate_after_replay, data.validation, uint8_pixels, kept)
+    return _Programs(epoch, replay, evaluate_fn), history
+
+
+def _fit_epoch(params, opt_state, shuffle_key, x, y, lr, *validation, evaluation: Callable, **settings):
+    """One epoch of :func:`fit` as one program: the epoch's key split off the shuffling key,
+    :func:`checked_epoch`, and ``evaluation`` of the result on ``validation`` (NaNs without).
+
+    Returns:
+      ``(params, opt_state, shuffle_key, epoch_key, mean_loss, finite, (val_loss, val_accuracy))``.
+    """
+    shuffle_key, epoch_key = _split_key(shuffle_key)
+    params, opt_state, mean_loss, finite = checked_epoch(params, opt_state, epoch_key, x, y, lr, **settings)
+    metrics = evaluation(params, *validation) if validation else (jnp.nan, jnp.nan)
+    return params, opt_state, shuffle_key, epoch_key, mean_loss, finite, metrics
 
 
 def evaluation_program(
@@ -622,12 +631,11 @@ def evaluation_program(
     return _program(name, function, (params, x, y), settings, None)
 
 
-def _no_validation(params: Params) -> tuple[float, float]:
-    return np.nan, np.nan
-
-
-def _evaluate_on(compiled: Callable, split: tuple, params: Params) -> tuple:
-    return compiled(params, *split)
+def _evaluate_after_replay(validation: tuple | None, uint8_pixels: bool, kept: bool, params: Params) -> tuple:
+    """The validation loss and accuracy of ``params`` (NaNs without a validation set), compiled here."""
+    if validation is None:
+        return np.nan, np.nan
+    return evaluation_program(params, *validation, uint8_pixels=uint8_pixels, kept=kept)(params, *validation)
 
 
 def _replay(before: tuple, epoch_key, epoch: int, losses: list[float], *, settings, data: _Data, config):

@@ -18,7 +18,7 @@ import pytest
 
 import jax_softmax as js
 from jax_softmax import cli
-from jax_softmax._resume import interrupts_deferred, load_run, read_run_metadata
+from jax_softmax._resume import load_run, read_run_metadata
 from jax_softmax._run_dir import (
     RunInUseError,
     append_metrics,
@@ -27,6 +27,7 @@ from jax_softmax._run_dir import (
     read_metrics,
     remove_temp_files,
 )
+from jax_softmax._signals import interrupts_deferred
 from jax_softmax.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")

@@ -20,11 +20,11 @@ from jax_softmax import cli
 from jax_softmax._resume import (
     ResumeError,
     check_same_data,
-    interrupts_deferred,
     merge_flags,
     read_opt_state,
 )
 from jax_softmax._run_dir import read_metrics
+from jax_softmax._signals import interrupts_deferred
 from jax_softmax.checkpoint import read_checkpoint
 from jax_softmax.data import Mnist, Split
 from jax_softmax.gradients import make_optimizer

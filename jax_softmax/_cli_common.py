@@ -118,8 +118,8 @@ def add_cache_flags(parser: argparse.ArgumentParser) -> None:
         "--cache-dir",
         metavar="DIR",
         default=os.environ.get(CACHE_DIR_ENV, str(default_cache_dir())),
-        help=f"the cache: a second run loads its compiled programs (JAX's persistent compilation cache) "
-        f"and MNIST, decoded from its IDX files, from DIR (${CACHE_DIR_ENV} sets the default; empty "
+        help="the cache: a second run loads its compiled programs and MNIST, decoded from its IDX "
+        f"files, from DIR (${CACHE_DIR_ENV} sets the default; empty "
         "turns the cache off)",
     )
     parser.add_argument(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from jax_softmax import _startup
 
-if _startup.is_command_line():  # before anything else: importing JAX takes seconds
+if _startup.is_command_line():  # before anything else: the imports take a moment
     _startup.exit_on_stop_signals("starting")
     _startup.pause_collector()
 

@@ -2,16 +2,17 @@
 
 JAX's persistent compilation cache (:mod:`jax_softmax.compilation_cache`) saves the
 compilation, but to find a program there JAX traces and lowers it first: about half a
-second for a ``train`` run's five programs on a CPU, more than the NumPy script
-needs for its set-up. The store here keeps each compiled executable under a key made
+second for a ``train`` run's programs on a CPU, a quarter of what a NumPy script needs
+for the whole run. The store here keeps each compiled executable under a key made
 of everything the program depends on, so a later run loads it without tracing:
 
 - the program's name and the settings its caller names (static arguments, optimizer,
   compiler options);
 - the shapes, dtypes and placements of its arguments, and their tree structure;
 - the source of this package, byte for byte;
-- the versions of Python, NumPy, JAX, jaxlib and (when loaded) optax, JAX's
-  configuration, ``XLA_FLAGS`` and the devices.
+- the versions of Python, NumPy, JAX and jaxlib (optax's is among the settings of a
+  program that uses it), JAX's configuration, ``XLA_FLAGS``, the devices and, for a
+  CPU, its model and instruction-set extensions (XLA compiles for the host's).
 
 Change any of them and the key changes: the program is compiled afresh (through JAX's
 own cache) and stored beside the old one. An entry that cannot be read, is cut short,
@@ -71,7 +72,8 @@ def compiled(
 
     Args:
       name: what the program is, part of its key.
-      jitted: the program, a ``jax.jit``-wrapped function.
+      jitted: the program, a ``jax.jit``-wrapped function without options (a kept
+        program is compiled from ``jitted.__wrapped__`` under a new ``jax.jit``).
       args: the arguments the program will be called with; their shapes, dtypes,
         placements and tree structure are part of the key.
       static: its static keyword arguments, bound into the program.
@@ -160,18 +162,30 @@ def _static_environment() -> dict:
     import numpy as np
 
     backend = jax.devices()[0].client
-    optax = sys.modules.get("optax")
     return {
         "source": _source_digest(),
         "python": sys.version,
         "numpy": np.__version__,
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
-        "optax": getattr(optax, "__version__", None),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "platform": [backend.platform, backend.platform_version],
         "devices": [[d.id, d.device_kind] for d in jax.devices()],
+        "host": _host_cpu() if backend.platform == "cpu" else None,
     }
+
+
+def _host_cpu() -> list[str]:
+    """The CPU's model and instruction-set extensions, which XLA compiles for (Linux; else the machine)."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
+    except OSError:
+        lines = []
+    first = {line.split(":", 1)[0].strip(): line.split(":", 1)[-1].strip() for line in lines[::-1]}
+    return [platform.machine(), *(f"{k}: {v}" for k, v in sorted(first.items()))]
 
 
 def _source_digest() -> str:

@@ -1,8 +1,8 @@
 """SIGINT and SIGTERM while the command line starts or shuts down: one line, no traceback.
 
-Importing the package (and JAX with it) takes seconds, before the command line's own
-handlers (:func:`jax_softmax._signals.raise_on_stop_signals`) are set; after it has
-printed its result, the interpreter takes a moment to exit. A signal in either window
+The command line's own handlers (:func:`jax_softmax._signals.raise_on_stop_signals`)
+are set once the package and its modules are imported, and after the command has
+printed its result the interpreter takes a moment to exit. A signal in either window
 would otherwise print a traceback from the middle of an import, or end the process
 silently. Nothing has been written or is left to save there, so the handler here
 prints one line and exits at once with the shell's status for the signal (130 for
@@ -26,8 +26,11 @@ STOP_SIGNALS = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM"}
 def is_command_line() -> bool:
     """Whether this process is the ``jax-softmax`` command (``python -m jax_softmax`` or the script)."""
     argv0 = sys.argv[0] if sys.argv else ""
-    # While `python -m` imports the package, sys.argv[0] is "-m".
-    return argv0 == "-m" or os.path.basename(argv0).removesuffix(".exe") == PROG
+    if argv0 == "-m":  # `python -m` is importing a package: this one, or one that imports it?
+        orig = getattr(sys, "orig_argv", [])
+        pairs = zip(orig, orig[1:], strict=False)
+        return any(flag == "-m" and module == __package__ for flag, module in pairs)
+    return os.path.basename(argv0).removesuffix(".exe") == PROG
 
 
 def exit_on_stop_signals(when: str) -> None:

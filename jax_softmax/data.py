@@ -25,6 +25,7 @@ import os
 import shutil
 import socket
 import tempfile
+import time
 import urllib.parse
 import zlib
 from pathlib import Path
@@ -109,32 +110,42 @@ MAX_IDX_DIMS = 32
 class _Inflater:
     """The decompressed bytes of a whole gzip file, read like a stream.
 
-    Each ``read`` is one call into zlib, which runs without the interpreter lock: a
+    Each ``read`` is a few calls into zlib, which run without the interpreter lock: a
     file decoded in a thread (the command line's, while it imports JAX) takes no
     longer than alone, where ``gzip.GzipFile``'s Python loop over 8 KB pieces would
-    wait for the lock at every piece. Checks what ``GzipFile`` checks: each member's
-    CRC-32 and size, a stream cut short, and trailing bytes that are neither zeros nor
-    another member.
+    wait for the lock at every piece. The compressed bytes go in 256 KB at a time.
+    Checks what ``GzipFile`` checks: each member's CRC-32 and size, a stream cut
+    short, and trailing bytes that are neither zeros nor another member.
     """
 
+    _IN = 1 << 18
+
     def __init__(self, compressed: bytes):
+        self._data = memoryview(compressed)
+        self._offset = 0  # of the next compressed bytes to feed
+        self._pending = b""  # fed, not yet consumed
         self._inflate = zlib.decompressobj(wbits=31)  # gzip framing
-        self._input = compressed
 
     def read(self, size: int) -> bytes:
         while True:
-            out = self._inflate.decompress(self._input, size)
-            self._input = self._inflate.unconsumed_tail
+            if not self._pending and self._offset < len(self._data):
+                self._pending = self._data[self._offset : self._offset + self._IN]
+                self._offset += len(self._pending)
+            out = self._inflate.decompress(self._pending, size)
+            # At a member's end what is left is in unused_data (and may be in the tail too).
+            self._pending = b"" if self._inflate.eof else self._inflate.unconsumed_tail
             if out:
                 return out
             if not self._inflate.eof:
-                if self._input:
+                if self._pending or self._offset < len(self._data):
                     continue
                 raise EOFError("compressed file ended before the end-of-stream marker was reached")
-            rest = self._inflate.unused_data.lstrip(b"\0")  # gzip allows zero padding after a member
+            rest = bytes(self._inflate.unused_data) + bytes(self._data[self._offset :])
+            rest = rest.lstrip(b"\0")  # gzip allows zero padding after a member
             if not rest:
                 return b""
-            self._inflate, self._input = zlib.decompressobj(wbits=31), rest
+            self._data, self._offset, self._pending = memoryview(rest), 0, b""
+            self._inflate = zlib.decompressobj(wbits=31)
 
 
 def _read_up_to(stream: BinaryIO, size: int) -> bytes:
@@ -301,11 +312,26 @@ def _write_cached(cache_dir: Path, source: Path, stamp: list[int], array: np.nda
     entry = cache_dir / f"{sha256}.npy"
     try:
         (cache_dir / "sources").mkdir(parents=True, exist_ok=True)
+        _remove_stale_temporaries(cache_dir)
         if not _entry_matches(entry, record):  # another directory's copy may have written it
             _replace_atomically(entry, lambda f: np.save(f, array, allow_pickle=False))
         _replace_atomically(_record_path(cache_dir, source), lambda f: f.write(json.dumps(record).encode()))
     except OSError:
         return
+
+
+STALE_TEMPORARY_SECONDS = 3600
+"""A temporary file of the cache older than this was left by a process that was killed."""
+
+
+def _remove_stale_temporaries(cache_dir: Path) -> None:
+    """Removes what killed writers left: the temporary files of an unfinished write."""
+    now = time.time()
+    for directory in (cache_dir, cache_dir / "sources"):
+        for path in directory.glob(".*.tmp"):
+            with contextlib.suppress(OSError):
+                if now - path.stat().st_mtime > STALE_TEMPORARY_SECONDS:
+                    path.unlink()
 
 
 def _entry_matches(entry: Path, record: dict) -> bool:

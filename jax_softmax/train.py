@@ -107,7 +107,8 @@ class History:
 
     Attributes:
       epochs: the metrics of each completed epoch.
-      compile_seconds: time spent compiling the epoch and the evaluation.
+      compile_seconds: time spent compiling the epoch (with its validation), or loading
+        it when the compilation cache keeps it; the set-up program is not counted.
       stopped: where and why training stopped on a non-finite value, or ``None``.
     """
 
@@ -195,7 +196,7 @@ def evaluate_pixels(params: Params, pixels: ArrayLike, y: ArrayLike) -> tuple[ja
 
 @jax.jit
 def _split_key(key: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``jax.random.split(key)`` as two keys, in one compiled program (unpacking an array takes another)."""
+    """``jax.random.split(key)`` as two keys: the next shuffling key and this epoch's."""
     first, second = jax.random.split(key)
     return first, second
 
@@ -556,13 +557,15 @@ def _initial_state(
     }
     start = _program("start", _start, (), static if kept else None, SETUP_COMPILER_OPTIONS, **static)
     shuffle_key, fresh = start()
-    params = fresh if params is None else params
+    params = fresh if params is None else jax.tree.map(jnp.asarray, params)
     optimizer = config.optimizer
     transform = make_optimizer(optimizer, config.lr) if isinstance(optimizer, str) else optimizer
     fresh_state = () if transform is None else transform.init(params)
     if opt_state is None:
         opt_state = fresh_state
-    elif jax.tree.structure(opt_state) != jax.tree.structure(fresh_state):
+    elif jax.tree.structure(opt_state) == jax.tree.structure(fresh_state):
+        opt_state = jax.tree.map(jnp.asarray, opt_state)
+    else:
         raise ValueError(
             f"opt_state does not belong to this optimizer: its tree is {jax.tree.structure(opt_state)}, "
             f"the optimizer's is {jax.tree.structure(fresh_state)}"
@@ -584,10 +587,11 @@ def _compile_programs(
         settings["uint8_pixels"] = True
     if parallel is not None:
         settings["batch_sharding"] = parallel.batch_indices
-    # An optax optimizer is named by its name and its learning rate, which it holds as a
-    # constant; plain SGD takes the rate as an argument.
+    # An optax optimizer is named by its name, its learning rate, which it holds as a
+    # constant, and optax's version; plain SGD takes the rate as an argument.
+    optax_version = None if transform is None else _optax_version()
     lr = None if transform is None else config.lr
-    named = {**settings, "optimizer": config.optimizer, "lr": lr} if kept else None
+    named = {**settings, "optimizer": config.optimizer, "lr": lr, "optax": optax_version} if kept else None
     start = time.perf_counter()
     # Not donated: the parameters are small, and the epoch's inputs stay valid for a replay.
     epoch_args = (*state, *data.train, *(data.validation or ()))
@@ -598,6 +602,12 @@ def _compile_programs(
     replay = partial(_replay, settings=settings, data=data, config=config)
     evaluate_fn = partial(_evaluate_after_replay, data.validation, uint8_pixels, kept)
     return _Programs(epoch, replay, evaluate_fn), history
+
+
+def _optax_version() -> str:
+    import optax
+
+    return optax.__version__
 
 
 def _fit_epoch(params, opt_state, shuffle_key, x, y, lr, *validation, evaluation: Callable, **settings):

@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import os
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +51,29 @@ GOOD = idx_bytes(np.arange(12, dtype=np.uint8).reshape(3, 4))
         (GOOD[:-1], "truncated"),
         (GOOD + b"\x00", "trailing bytes"),
         (gzip.compress(GOOD)[:-6], "corrupt gzip"),
+        (gzip.compress(GOOD)[:-2], "corrupt gzip"),
+        (gzip.compress(GOOD)[:-8] + bytes(8), "corrupt gzip"),
         (gzip.compress(GOOD)[:10] + b"garbage" * 10, "corrupt gzip"),
+        (gzip.compress(GOOD) + b"garbage", "corrupt gzip"),
+        (gzip.compress(GOOD) + gzip.compress(b"\x00"), "trailing bytes"),
         (b"%PDF-1.4 not an idx file", "bad magic number"),
     ],
-    ids=["magic", "short", "type", "ndim0", "header", "truncated", "trailing", "gz-cut", "gz-garbage", "pdf"],
+    ids=[
+        "magic",
+        "short",
+        "type",
+        "ndim0",
+        "header",
+        "truncated",
+        "trailing",
+        "gz-cut",
+        "gz-cut-size",
+        "gz-crc",
+        "gz-garbage",
+        "gz-garbage-after",
+        "gz-second-member",
+        "pdf",
+    ],
 )
 def test_malformed_idx_raises_a_clear_error(tmp_path, content, message):
     path = tmp_path / "bad.idx"
@@ -61,6 +81,28 @@ def test_malformed_idx_raises_a_clear_error(tmp_path, content, message):
     with pytest.raises(js.IdxError, match=message) as info:
         read_idx(path)
     assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "compressed",
+    [
+        gzip.compress(GOOD),
+        gzip.compress(GOOD) + bytes(64),  # zero padding after the member, which gzip allows
+        gzip.compress(GOOD[:9]) + gzip.compress(GOOD[9:]),  # two members
+    ],
+    ids=["one-member", "zero-padding", "two-members"],
+)
+def test_gzip_files_read_as_gzip_reads_them(tmp_path, compressed):
+    assert gzip.decompress(compressed) == GOOD
+    path = tmp_path / "f.gz"
+    path.write_bytes(compressed)
+    np.testing.assert_array_equal(read_idx(path), np.arange(12, dtype=np.uint8).reshape(3, 4))
+
+
+def test_a_large_gzip_file_is_read_whole(tmp_path):
+    array = np.random.default_rng(0).integers(0, 256, (700, 784), dtype=np.uint8)  # several input pieces
+    path = write_idx(tmp_path / "big.gz", array, compress=True)
+    np.testing.assert_array_equal(read_idx(path), array)
 
 
 def test_missing_file_and_wrong_shape_are_named(tmp_path):
@@ -288,3 +330,21 @@ def test_tfds_download_path_downloads_once_and_matches_the_files(mnist_server, m
     mnist_server.shutdown()  # the second load must come from the cache
     cached = js.load_mnist(None, tfds_data_dir=tmp_path, download=False)
     np.testing.assert_array_equal(cached.test.y, mnist.test.y)
+
+
+def test_the_cache_removes_temporary_files_that_killed_writers_left(tmp_path):
+    from jax_softmax.data import STALE_TEMPORARY_SECONDS
+
+    write_mnist_like(tmp_path / "mnist", n_train=6_010, n_test=7)
+    cache = tmp_path / "cache"
+    (cache / "sources").mkdir(parents=True)
+    stale = [cache / ".abc.npy.x1.tmp", cache / "sources" / ".def.json.x2.tmp"]
+    fresh = cache / ".ghi.npy.x3.tmp"  # maybe another process's write under way
+    for path in [*stale, fresh]:
+        path.write_bytes(b"partial")
+    old = time.time() - STALE_TEMPORARY_SECONDS - 60
+    for path in stale:
+        os.utime(path, (old, old))
+    js.load_mnist(tmp_path / "mnist", cache_dir=cache, verify=False)
+    assert [path.exists() for path in stale] == [False, False]
+    assert fresh.exists()

@@ -90,3 +90,15 @@ def test_the_collector_is_left_alone_in_a_program_that_imports_the_package():
     before = gc.get_freeze_count()
     freeze_imports()
     assert gc.isenabled() and gc.get_freeze_count() == before
+
+
+def test_another_package_run_with_dash_m_leaves_the_collector_alone(tmp_path):
+    package = tmp_path / "other_tool"
+    package.mkdir()
+    (package / "__init__.py").write_text("import gc\nimport jax_softmax\nENABLED = gc.isenabled()\n")
+    (package / "__main__.py").write_text("from other_tool import ENABLED\nprint(ENABLED)\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "other_tool"], capture_output=True, text=True, timeout=300, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import jax
+import numpy as np
 import optax
 import pytest
 from helpers import assert_trees_equal, blobs, run_cli
@@ -168,3 +169,24 @@ def test_a_program_jax_had_already_cached_is_kept_runnable(mnist_dir, tmp_path):
     assert sorted(path.name for path in (cache / "programs").iterdir()) == kept
     assert train() == expected
     assert train() == expected
+
+
+def test_fit_from_host_parameters_keeps_and_loads_its_programs(store):
+    params, _ = js.fit(TRAIN, **SETTINGS)
+    host = jax.tree.map(np.asarray, params)  # NumPy arrays, as from np.load
+    first, _ = js.fit(TRAIN, params=host, **SETTINGS)
+    second, _ = js.fit(TRAIN, params=host, **SETTINGS)
+    _program_store.set_directory(None)
+    expected, _ = js.fit(TRAIN, params=host, **SETTINGS)
+    assert_trees_equal(first, expected)
+    assert_trees_equal(second, expected)
+
+
+def test_optax_s_version_is_part_of_an_optax_program_s_key(store, monkeypatch):
+    from jax_softmax import train
+
+    js.fit(TRAIN, **{**SETTINGS, "optimizer": "adam"})
+    kept = set(programs(store))
+    monkeypatch.setattr(train, "_optax_version", lambda: "0.0.0")
+    js.fit(TRAIN, **{**SETTINGS, "optimizer": "adam"})
+    assert [name.split("-")[0] for name in set(programs(store)) - kept] == ["epoch"]

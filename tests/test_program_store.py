@@ -98,7 +98,8 @@ def test_a_change_to_the_code_or_the_libraries_changes_every_key(monkeypatch):
     assert _program_store._key("epoch", (jax.numpy.zeros(3, "int32"),), settings) != key
     assert _program_store._key("epoch", args, {"batch_size": 25}) != key
     environment = _program_store._static_environment()
-    for name in ("source", "jax", "jaxlib", "optax", "xla_flags", "devices"):
+    for name in ("source", "python", "numpy", "jax", "jaxlib", "xla_flags", "platform", "devices", "host"):
+        assert name in environment
         changed = {**environment, name: "something else"}
         monkeypatch.setattr(_program_store, "_static_environment", lambda changed=changed: changed)
         assert _program_store._key("epoch", args, settings) != key, name

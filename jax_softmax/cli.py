@@ -79,6 +79,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jax_softmax._signals import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
     from jax_softmax._startup import freeze_imports
 
+    args = parse_arguments(argv)  # a bad flag exits here, with status 2
+    if getattr(args, "prefetch", None) is not None:
+        args.prefetch(args)  # work that needs no JAX, started before JAX is imported
+    # JAX's compiled modules cannot take an exception while they load: until JAX is
+    # imported, a signal gets the start-up handler (jax_softmax._startup), one line and exit.
+    freeze_imports()
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}
     received = raise_on_stop_signals() if in_main_thread else []
@@ -95,10 +101,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     on_exit: list = []
     command = PROG
     try:
-        args = parse_arguments(argv)
-        if getattr(args, "prefetch", None) is not None:
-            args.prefetch(args)  # work that needs no JAX, started before JAX is imported
-        freeze_imports()
         command = f"{PROG} {args.command}"
         args.argv = list(sys.argv[1:] if argv is None else argv)
         args.signals, args.on_exit, args.interrupt_reported = received, on_exit, False

@@ -201,7 +201,7 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
 def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, tmp_path, signum):
     # From the package's first import (the interpreter's own start, tens of milliseconds,
     # is before any of its code) to the first epoch.
-    delays = [0.6, 1.2, 2.0, 3.0]
+    delays = [0.25, 0.4, 0.6, 0.8, 1.2, 2.0, 3.0]  # the first ones while JAX is imported
     procs = []
     for i, delay in enumerate(delays):
         procs.append(

@@ -66,6 +66,23 @@ def _raised_by_the_package(error: BaseException) -> bool:
     return Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
 
 
+def _start(argv: Sequence[str] | None) -> argparse.Namespace:
+    """``argv`` parsed (a bad flag exits here, status 2), the command's work that needs no
+    JAX started, and JAX imported.
+
+    JAX's compiled modules cannot take an exception while they load, so JAX is imported
+    before :func:`main` sets handlers that raise one: until then a signal gets the
+    start-up handler (:mod:`jax_softmax._startup`), one line and exit.
+    """
+    from jax_softmax._startup import freeze_imports
+
+    args = parse_arguments(argv)
+    if getattr(args, "prefetch", None) is not None:
+        args.prefetch(args)
+    freeze_imports()
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see :data:`EXIT_STATUS`).
 
@@ -77,14 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     import threading
 
     from jax_softmax._signals import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
-    from jax_softmax._startup import freeze_imports
 
-    args = parse_arguments(argv)  # a bad flag exits here, with status 2
-    if getattr(args, "prefetch", None) is not None:
-        args.prefetch(args)  # work that needs no JAX, started before JAX is imported
-    # JAX's compiled modules cannot take an exception while they load: until JAX is
-    # imported, a signal gets the start-up handler (jax_softmax._startup), one line and exit.
-    freeze_imports()
+    args = _start(argv)
     in_main_thread = threading.current_thread() is threading.main_thread()
     previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}
     received = raise_on_stop_signals() if in_main_thread else []

@@ -287,7 +287,7 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
         if resumed is not None and read_run_metadata(args.resume)["epoch"] != resumed["epoch"]:
             raise CommandError(f"--resume {args.resume}: the run there moved on while starting; run again")
     # The pixels stay uint8, memory-mapped from the cache, and are scaled on the device.
-    prefetched = getattr(args, "prefetched", None)
+    prefetched = args.prefetched  # set by prefetch_data
     data = load_mnist_uint8(args.data_dir, **data_cache(args)) if prefetched is None else prefetched.result()
     check_interrupted(args.signals)  # one that arrived in a callback that dropped it
     if args.batch_size > len(data.train.x):

@@ -55,11 +55,6 @@ def set_directory(directory: str | os.PathLike | None) -> None:
     _directory = None if directory is None else Path(directory)
 
 
-def directory() -> Path | None:
-    """Where compiled programs are kept, or ``None``."""
-    return _directory
-
-
 def compiled(
     name: str,
     jitted: Any,
@@ -95,13 +90,12 @@ def compiled(
     # stored. Named after its key, the program is new to JAX's cache unless this store
     # lost its copy; then it is compiled once more under a name JAX has not seen.
     function = functools.partial(jitted.__wrapped__, **static)
-    hits = _cache_hits()
-    program = compile(jax.jit(_named(function, f"{name}_{key[:16]}")).lower(*args))
-    if _cache_hits() != hits:
+    for label in (f"{name}_{key[:16]}", f"{name}_{key[:16]}_{secrets.token_hex(4)}"):
         hits = _cache_hits()
-        program = compile(jax.jit(_named(function, f"{name}_{key[:16]}_{secrets.token_hex(4)}")).lower(*args))
-    if _cache_hits() == hits:
-        _store(path, program)
+        program = compile(jax.jit(_named(function, label)).lower(*args))
+        if _cache_hits() == hits:
+            _store(path, program)
+            break
     return program
 
 
@@ -179,12 +173,15 @@ def _host_cpu() -> list[str]:
     """The CPU's model and instruction-set extensions, which XLA compiles for (Linux; else the machine)."""
     import platform
 
+    first: dict[str, str] = {}  # the first processor's lines; the others repeat them
     try:
         with open("/proc/cpuinfo") as f:
-            lines = [line for line in f if line.startswith(("model name", "flags", "Features"))]
+            for line in f:
+                field, _, value = line.partition(":")
+                if field.strip() in ("model name", "flags", "Features"):
+                    first.setdefault(field.strip(), value.strip())
     except OSError:
-        lines = []
-    first = {line.split(":", 1)[0].strip(): line.split(":", 1)[-1].strip() for line in lines[::-1]}
+        pass
     return [platform.machine(), *(f"{k}: {v}" for k, v in sorted(first.items()))]
 
 

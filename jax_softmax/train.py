@@ -55,9 +55,9 @@ the same bits (level 0 does not).
 """
 
 
-def _compile(lowered: jax.stages.Lowered, options: dict = CPU_COMPILER_OPTIONS) -> jax.stages.Compiled:
+def _compile(lowered: jax.stages.Lowered, options: dict | None = CPU_COMPILER_OPTIONS) -> jax.stages.Compiled:
     """Compiles with ``options`` on a CPU; without them elsewhere or where unknown."""
-    if jax.default_backend() != "cpu":
+    if options is None or jax.default_backend() != "cpu":
         return lowered.compile()
     try:
         return lowered.compile(compiler_options=options)
@@ -75,11 +75,9 @@ def _program(name: str, jitted, args: tuple, settings: dict | None, options: dic
     package's code (``None``: not nameable, never kept); see
     :mod:`jax_softmax._program_store`.
     """
-    on_cpu = jax.default_backend() == "cpu"
     if settings is not None:
-        settings = {**settings, "compiler_options": options if on_cpu else None}
-    compile_ = (lambda lowered: lowered.compile()) if options is None else partial(_compile, options=options)
-    return _program_store.compiled(name, jitted, args, static, settings, compile_)
+        settings = {**settings, "compiler_options": options if jax.default_backend() == "cpu" else None}
+    return _program_store.compiled(name, jitted, args, static, settings, partial(_compile, options=options))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -576,8 +574,9 @@ def _initial_state(
 def _compile_programs(
     config: TrainConfig, data: _Data, parallel, transform, uint8_pixels: bool, state: tuple, kept: bool
 ):
-    """The compiled epoch, key split and evaluation for ``state = (params, opt_state, key)``, the
-    replay of a failed epoch, and the :class:`History` that records the compilation time.
+    """The compiled epoch (:func:`_fit_epoch`) for ``state = (params, opt_state, shuffle_key)``,
+    the replay of a failed epoch and the evaluation after it, and the :class:`History` that
+    records the compilation time.
 
     With ``kept``, the programs are those an earlier run kept (see :func:`_program`) when
     there are any.

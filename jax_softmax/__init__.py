@@ -31,6 +31,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "accuracy": "model",
     "manual_grad": "gradients",
     "autodiff_grad": "gradients",
+    "manual_hvp": "gradients",
     "make_update": "gradients",
     # training
     "TrainConfig": "config",
@@ -38,6 +39,8 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "evaluate": "train",
     "NonFiniteError": "nonfinite",
     "sweep": "sweep",
+    "solve": "solvers",
+    "SolveResult": "solvers",
     "initialize_distributed": ("distributed", "initialize"),
     # data and checkpoints
     "load_mnist": "data",
@@ -101,10 +104,11 @@ if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, importe
     from jax_softmax.distributed import initialize as initialize_distributed
     from jax_softmax.evaluation import class_probabilities, classification_report
     from jax_softmax.gradient_check import check_gradient
-    from jax_softmax.gradients import autodiff_grad, make_update, manual_grad
+    from jax_softmax.gradients import autodiff_grad, make_update, manual_grad, manual_hvp
     from jax_softmax.images import preprocess_image
     from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
     from jax_softmax.nonfinite import NonFiniteError
+    from jax_softmax.solvers import SolveResult, solve
     from jax_softmax.sweep import sweep
     from jax_softmax.train import evaluate, fit
 
@@ -119,12 +123,15 @@ __all__ = [
     "accuracy",
     "manual_grad",
     "autodiff_grad",
+    "manual_hvp",
     "make_update",
     "TrainConfig",
     "fit",
     "evaluate",
     "NonFiniteError",
     "sweep",
+    "solve",
+    "SolveResult",
     "initialize_distributed",
     "load_mnist",
     "IdxError",

@@ -172,6 +172,27 @@ def check_params(params: Any, name: str = "params") -> tuple[int, int]:
     return w_shape[0], w_shape[1]
 
 
+def check_direction(direction: Any, params: Params, name: str = "direction") -> None:
+    """Checks that ``direction`` is a :class:`Params` of the same shapes and dtype as ``params``.
+
+    Raises:
+      TypeError: not a ``Params`` of floating arrays, or another dtype.
+      ValueError: other shapes.
+    """
+    check_params(direction, name)
+    for field in ("w", "b"):
+        mine, theirs = getattr(direction, field), getattr(params, field)
+        if tuple(mine.shape) != tuple(theirs.shape):
+            raise ValueError(
+                f"{name}.{field} must have the shape of params.{field}, {tuple(theirs.shape)}, "
+                f"got {tuple(mine.shape)}"
+            )
+        if mine.dtype != theirs.dtype:
+            raise TypeError(
+                f"{name}.{field} must have params.{field}'s dtype {theirs.dtype}, got {mine.dtype}"
+            )
+
+
 def check_inputs(x: Any, num_features: int, name: str = "x") -> int:
     """Checks inputs ``x`` ``[batch, num_features]``: real numbers, batch >= 1, finite.
 

@@ -10,6 +10,16 @@ batch ``B``::
 
 Gradient descent *subtracts* this: ``w <- w - lr * dL/dw``. Subtracting
 ``x^T (onehot(y) - P)`` instead is a step up the loss.
+
+One derivative further, the Hessian-vector product along a direction ``v = (v_w, v_b)``
+follows by differentiating ``P - onehot(y)`` along ``v``. The logits move by
+``dz = x v_w + v_b`` and, since ``dP_k / dz_j = P_k (delta_kj - P_j)``, the probabilities
+by ``dP = P * (dz - sum_j P_j dz_j)`` (row by row), so::
+
+    (H v)_w = x^T dP / |B|  (+ l2 * v_w)
+    (H v)_b = mean over the batch of dP
+
+Newton's method (:func:`jax_softmax.solve`) needs nothing else of the Hessian.
 """
 
 from __future__ import annotations
@@ -58,20 +68,30 @@ def _manual_value_and_grad(
     params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike
 ) -> tuple[jax.Array, Params]:
     x = jnp.asarray(x, params.w.dtype)
-    y = jnp.asarray(y)
     z = unchecked_logits(params, x)
+    onehot = jax.nn.one_hot(jnp.asarray(y), z.shape[-1], dtype=z.dtype)
+    value, grads, _ = value_grad_and_probs(params, x, onehot, z, l2)
+    return value, grads
+
+
+def value_grad_and_probs(
+    params: Params, x: jax.Array, onehot: jax.Array, z: jax.Array, l2: ArrayLike
+) -> tuple[jax.Array, Params, jax.Array]:
+    """The loss, its gradient and the probabilities from the logits ``z = x w + b``, unchecked.
+
+    The solver, which moves the logits along a line itself, calls it with ``z`` at hand.
+    """
     log_p = jax.nn.log_softmax(z, axis=-1)
-    num_classes = z.shape[-1]
-    onehot = jax.nn.one_hot(y, num_classes, dtype=z.dtype)
     batch = z.shape[0]
     value = -jnp.sum(onehot * log_p) / batch
-    delta = (jnp.exp(log_p) - onehot) / batch
+    probs = jnp.exp(log_p)
+    delta = (probs - onehot) / batch
     grad_w = jnp.matmul(x.T, delta, precision=PRECISION)
     if not is_literal_zero(l2):
         value = value + 0.5 * l2 * jnp.sum(params.w * params.w)
         grad_w = grad_w + l2 * params.w
     grad_b = jnp.sum(delta, axis=0)
-    return value, Params(w=grad_w, b=grad_b)
+    return value, Params(w=grad_w, b=grad_b), probs
 
 
 def manual_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> Params:
@@ -91,6 +111,64 @@ def manual_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0)
     """
     validation.check_batch(params, x, y, l2)
     return _manual_value_and_grad(params, x, y, l2)[1]
+
+
+def manual_hvp(params: Params, x: ArrayLike, y: ArrayLike, direction: Params, l2: ArrayLike = 0.0) -> Params:
+    """Hessian of :func:`jax_softmax.loss` times ``direction``, in closed form, without autodiff.
+
+    Args:
+      params: model parameters, where the Hessian is taken.
+      x: inputs, ``[batch, num_features]``.
+      y: integer labels, ``[batch]`` (the Hessian of this loss does not depend on them,
+        but they are checked as the loss checks them).
+      direction: a ``Params`` shaped like ``params``.
+      l2: strength of the L2 penalty on the weights.
+
+    Returns:
+      ``Params`` shaped like ``params``: ``H @ direction``.
+
+    Raises:
+      TypeError, ValueError: as :func:`jax_softmax.loss`, and for a direction whose
+        shapes differ from the parameters'.
+
+    >>> p = Params(jnp.zeros((1, 2)), jnp.zeros(2))
+    >>> hv = manual_hvp(p, jnp.ones((1, 1)), jnp.array([0]), Params(jnp.ones((1, 2)), jnp.zeros(2)))
+    >>> hv.w.tolist()  # uniform probabilities move together: no curvature along (1, 1)
+    [[0.0, 0.0]]
+    """
+    validation.check_batch(params, x, y, l2)
+    validation.check_direction(direction, params)
+    x = jnp.asarray(x, params.w.dtype)
+    probs = jnp.exp(jax.nn.log_softmax(unchecked_logits(params, x), axis=-1))
+    return curvature_product(x, probs, direction, l2)
+
+
+def curvature_product(x: jax.Array, probs: jax.Array, direction: Params, l2: ArrayLike) -> Params:
+    """``H v`` from the batch's probabilities ``probs`` ``[batch, num_classes]``, unchecked.
+
+    The solver keeps ``probs`` across many products at the same parameters.
+    """
+    dz = jnp.matmul(x, direction.w, precision=PRECISION) + direction.b[None, :]
+    weighted = probs * dz
+    dp = (weighted - probs * jnp.sum(weighted, axis=-1, keepdims=True)) / x.shape[0]
+    hv_w = jnp.matmul(x.T, dp, precision=PRECISION)
+    if not is_literal_zero(l2):
+        hv_w = hv_w + l2 * direction.w
+    return Params(w=hv_w, b=jnp.sum(dp, axis=0))
+
+
+def autodiff_hvp(
+    params: Params, x: ArrayLike, y: ArrayLike, direction: Params, l2: ArrayLike = 0.0
+) -> Params:
+    """Hessian of :func:`jax_softmax.loss` times ``direction`` by ``jax.jvp`` of ``jax.grad``.
+
+    Raises:
+      TypeError, ValueError: as :func:`manual_hvp`.
+    """
+    validation.check_batch(params, x, y, l2)
+    validation.check_direction(direction, params)
+    grad = jax.grad(unchecked_loss)
+    return jax.jvp(lambda p: grad(p, x, y, l2), (params,), (direction,))[1]
 
 
 def autodiff_grad(params: Params, x: ArrayLike, y: ArrayLike, l2: ArrayLike = 0.0) -> Params:

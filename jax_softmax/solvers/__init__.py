@@ -4,8 +4,20 @@
   over a whole data set, by Newton-CG (the hand-derived Hessian-vector product) or
   optax's L-BFGS, in one compiled program (``_solve``, ``_newton_cg``, ``_lbfgs``).
 * :func:`l2_from_c`: scikit-learn's ``C`` in this project's terms.
+* :func:`solve_path`, :class:`PathResult`, :class:`PathPoint`: the optimum at each of
+  several strengths, strongest first, each warm-started from the last, and the one
+  chosen on a validation split (``_path``).
 """
 
+from jax_softmax.solvers._path import (
+    PathPoint as PathPoint,
+)
+from jax_softmax.solvers._path import (
+    PathResult as PathResult,
+)
+from jax_softmax.solvers._path import (
+    solve_path as solve_path,
+)
 from jax_softmax.solvers._solve import (
     METHODS as METHODS,
 )

@@ -1,7 +1,8 @@
 """The command line, ``jax-softmax COMMAND``: each command parses its flags, calls the library, prints.
 
 The commands live in private modules, one per concern: ``_cli_train``, ``_cli_models``
-(evaluate, predict), ``_cli_question`` (diagnose, check-grad) and ``_cli_sweep``.
+(evaluate, predict), ``_cli_question`` (diagnose, check-grad), ``_cli_sweep`` and
+``_cli_solve``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from jax_softmax._cli_common import (
 )
 from jax_softmax._cli_models import add_evaluate_command, add_predict_command
 from jax_softmax._cli_question import add_check_grad_command, add_diagnose_command
+from jax_softmax._cli_solve import add_solve_command
 from jax_softmax._cli_sweep import add_sweep_command
 from jax_softmax._cli_train import add_train_command
 from jax_softmax._cli_train import format_loss as format_loss
@@ -36,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_diagnose_command(subparsers)
     add_check_grad_command(subparsers)
     add_sweep_command(subparsers)
+    add_solve_command(subparsers)
     parser.commands = subparsers.choices
     return parser
 

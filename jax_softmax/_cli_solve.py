@@ -120,9 +120,10 @@ def run_solve(args: argparse.Namespace) -> int:
     from jax_softmax.solvers import NotConvergedWarning, solve_path
 
     enable_dtype(args.dtype)
-    out_dir = _open_out_dir(args) if args.out is not None else None
     path_given = args.C is None and args.l2 is None or len(args.C or args.l2) > 1
     data = _read_features(args.features, path_given) if args.features is not None else _read_mnist(args)
+    # After the data is read and checked (bad input leaves a run there alone), before solving.
+    out_dir = _open_out_dir(args) if args.out is not None else None
     progress = sys.stderr if args.json else sys.stdout
     print(_header(args, data), file=progress, flush=True)
     with warnings.catch_warnings():
@@ -152,7 +153,7 @@ def run_solve(args: argparse.Namespace) -> int:
 
 
 def _open_out_dir(args: argparse.Namespace):
-    """Creates and locks ``--out`` until the command ends, refusing a run already there; before any work."""
+    """Creates and locks ``--out`` until the command ends, refusing a run already there (or removing it)."""
     from jax_softmax._run_dir import RunExistsError, RunInUseError, lock_run, make_run_dir, start_run
 
     try:

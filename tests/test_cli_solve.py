@@ -173,6 +173,14 @@ def test_out_refuses_a_run_already_there_unless_overwrite(cli, features, tmp_pat
     assert js.load_params(tmp_path / "probe" / "params.npz").metadata["solve"]["C"] == 2.0
     status, _, err = cli("train", "--resume", out_dir)
     assert status == 2 and "not written by 'train --out'" in err
+    # Bad input is refused before --overwrite removes anything.
+    nan_file = tmp_path / "nan.npz"
+    np.savez(nan_file, x_train=np.full((20, 2), np.nan), y_train=np.arange(20) % 2)
+    status, _, err = cli(
+        "solve", "--features", str(nan_file), "--out", out_dir, "--overwrite", "--dtype", "float32"
+    )
+    assert status == 2 and "x_train must be finite" in err
+    assert js.load_params(tmp_path / "probe" / "params.npz").metadata["solve"]["C"] == 2.0
 
 
 def test_an_unconverged_point_warns_and_still_succeeds(cli, features):
@@ -232,6 +240,10 @@ def bad_files(tmp_path):
         "no arrays": ({"w": x}, "has no x_train and no y_train"),
         "half a split": ({"x_train": x, "y_train": y, "y_test": y}, "has y_test but no x_test"),
         "too few rows": ({"x_train": x[:9], "y_train": y[:9]}, "x_train has 9 rows, too few to hold out 10%"),
+        "sorted": (
+            {"x_train": x, "y_train": np.repeat([0, 1, 2], [50, 40, 10])},
+            "holding out the last 10 training rows for validation leaves 1 of the 3 classes without",
+        ),
     }
     files = {}
     for name, (arrays, message) in cases.items():

@@ -41,6 +41,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     "sweep": "sweep",
     "solve": "solvers",
     "SolveResult": "solvers",
+    "LogisticRegression": "solvers.estimator",  # needs scikit-learn: pip install jax-softmax[sklearn]
     "initialize_distributed": ("distributed", "initialize"),
     # data and checkpoints
     "load_mnist": "data",
@@ -109,6 +110,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, importe
     from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
     from jax_softmax.nonfinite import NonFiniteError
     from jax_softmax.solvers import SolveResult, solve
+    from jax_softmax.solvers.estimator import LogisticRegression
     from jax_softmax.sweep import sweep
     from jax_softmax.train import evaluate, fit
 
@@ -132,6 +134,7 @@ __all__ = [
     "sweep",
     "solve",
     "SolveResult",
+    "LogisticRegression",
     "initialize_distributed",
     "load_mnist",
     "IdxError",

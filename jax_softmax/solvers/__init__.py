@@ -7,6 +7,10 @@
 * :func:`solve_path`, :class:`PathResult`, :class:`PathPoint`: the optimum at each of
   several strengths, strongest first, each warm-started from the last, and the one
   chosen on a validation split (``_path``).
+* :class:`LogisticRegression` (``jax_softmax.solvers.estimator``, also
+  ``jax_softmax.LogisticRegression``): a scikit-learn classifier whose ``fit`` is
+  :func:`solve`. Not imported here: it needs scikit-learn (``pip install
+  jax-softmax[sklearn]``), which the rest of the package does not.
 """
 
 from jax_softmax.solvers._path import (

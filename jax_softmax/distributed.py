@@ -76,6 +76,30 @@ class DataParallel:
         """
         return jax.tree.map(self._replicate_leaf, tree)
 
+    @property
+    def rows(self) -> NamedSharding:
+        """Sharding of a data set split by examples: each device holds a block of rows."""
+        return NamedSharding(self.mesh, PartitionSpec(BATCH_AXIS))
+
+    def shard_rows(self, array: Any) -> jax.Array:
+        """Splits ``array``'s first axis (its examples) into equal blocks, one per device.
+
+        This is how :func:`jax_softmax.solve` takes a data set too large for one device,
+        or spread over hosts: each device holds its rows, and the solver's products sum
+        over devices. Each process supplies its own devices' blocks from its value, as
+        :meth:`replicate` does.
+
+        Raises:
+          ValueError: when the rows do not divide evenly over the devices.
+        """
+        value = np.asarray(array)
+        if value.ndim < 1 or value.shape[0] % self.num_devices:
+            raise ValueError(
+                f"the number of rows must be a multiple of the number of devices, {self.num_devices}, "
+                f"to split them evenly, got shape {value.shape}"
+            )
+        return jax.make_array_from_callback(value.shape, self.rows, lambda index: value[index])
+
     def _replicate_leaf(self, leaf: Any) -> jax.Array:
         if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             data = self._replicate_leaf(jax.random.key_data(leaf))

@@ -139,7 +139,7 @@ def manual_hvp(params: Params, x: ArrayLike, y: ArrayLike, direction: Params, l2
     validation.check_batch(params, x, y, l2)
     validation.check_direction(direction, params)
     x = jnp.asarray(x, params.w.dtype)
-    probs = jnp.exp(jax.nn.log_softmax(unchecked_logits(params, x), axis=-1))
+    probs = jax.nn.softmax(unchecked_logits(params, x), axis=-1)
     return curvature_product(x, probs, direction, l2)
 
 

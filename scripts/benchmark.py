@@ -26,6 +26,9 @@ The measurements (the default run is ``epochs whole-process``):
 - ``sweep-cost``: what a sweep of 32 models costs against one model.
 - ``data-parallel``: how far training on 4 devices, and on 2 processes, lands from
   training on one device.
+- ``solve``: time to the L2-regularised optimum (``js.solve``, Newton-CG and L-BFGS,
+  float64 and float32) against scikit-learn's ``newton-cg`` and ``lbfgs``, each
+  objective's distance from the lowest one of the run (scripts/_solver.py).
 
 Every measurement times its cases in interleaved rounds (scripts/_timing.py) and
 prints Markdown (or, with ``--json``, one JSON object); progress goes to stderr.
@@ -91,6 +94,13 @@ def _data_parallel(args, report, log) -> list[str]:
     return _data_parallel.markdown(report)
 
 
+def _solve(args, report, log) -> list[str]:
+    import _solver
+
+    _solver.measure(args, report, log)
+    return _solver.markdown(report)
+
+
 # name -> (runs the measurement into the report and returns its Markdown lines, needs MNIST)
 MEASUREMENTS: dict[str, tuple[Callable, bool]] = {
     "epochs": (_epochs, True),
@@ -99,6 +109,7 @@ MEASUREMENTS: dict[str, tuple[Callable, bool]] = {
     "nonfinite": (_nonfinite, True),
     "sweep-cost": (_sweep_cost, True),
     "data-parallel": (_data_parallel, True),
+    "solve": (_solve, True),
 }
 
 
@@ -136,6 +147,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     _epochs_flags(p.add_argument_group("epochs"))
     _whole_process_flags(p.add_argument_group("whole-process"))
+    _solve_flags(p.add_argument_group("solve"))
     other = p.add_argument_group("checks, nonfinite, data-parallel")
     other.add_argument(
         "--calls", type=positive_int, default=500, help="checks: calls per round (default 500)"
@@ -182,6 +194,17 @@ def _whole_process_flags(g) -> None:
         type=positive_int,
         help="BLAS threads of the NumPy script (default: its own choice)",
     )
+
+
+def _solve_flags(g) -> None:
+    g.add_argument("--C", type=float, default=1.0, help="scikit-learn's C (default 1)")
+    g.add_argument(
+        "--methods", nargs="+", choices=("newton-cg", "lbfgs"), default=["newton-cg", "lbfgs"], help="ours"
+    )
+    g.add_argument(
+        "--solve-dtypes", nargs="+", choices=("float64", "float32"), default=["float64", "float32"]
+    )
+    g.add_argument("--gap", type=float, default=1e-7, help="relative gap that counts as the optimum")
 
 
 def parse_args(argv=None) -> argparse.Namespace:

@@ -3,13 +3,15 @@
 Started by tests/test_sharding.py and by ``scripts/benchmark.py data-parallel``:
 
     python tests/distributed_worker.py --out results.npz [--devices all,1,4] [--optimizers sgd,adam]
-        [--coordinator HOST:PORT --num-processes N --process-id I] [--data-dir MNIST --epochs N]
+        [--coordinator HOST:PORT --num-processes N --process-id I] [--data-dir MNIST --epochs N] [--solve]
 
 Trains on :func:`training_data` (or, with ``--data-dir``, on MNIST with ``fit``'s
 defaults) once for each optimizer and each entry of ``--devices`` (``all``: the
 default of ``fit``) and writes, for each, the parameters, the per-epoch validation
 losses and the number of devices the parameters live on to ``--out`` (keys
-``w_OPTIMIZER_DEVICES`` and so on), with the device and process counts it saw.
+``w_OPTIMIZER_DEVICES`` and so on), with the device and process counts it saw. With
+``--solve`` it solves :func:`training_data` to the optimum instead, its rows split over
+every device (of every process), and writes ``w_solve``, ``b_solve`` and ``objective_solve``.
 
 The device count of a JAX process is fixed when its backend starts, so a run on
 several CPU devices is a process started with
@@ -28,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 EPOCHS = 3
+SOLVE_L2 = 1e-2
 BATCH_SIZE = 40
 HERE = Path(__file__).resolve().parent
 
@@ -110,6 +113,31 @@ def _data_and_settings(data_dir: str | None, epochs: int | None):
     }
 
 
+def solve_sharded() -> dict:
+    """``js.solve`` in float64 on :func:`training_data` with its rows split over every device."""
+    import jax
+
+    import jax_softmax as js
+    from jax_softmax.distributed import data_parallel
+
+    jax.config.update("jax_enable_x64", True)
+    (x, y), _ = training_data()
+    mesh = data_parallel()
+    result = js.solve(mesh.shard_rows(x.astype(np.float64)), mesh.shard_rows(y), SOLVE_L2, tol=1e-10)
+    try:
+        mesh.shard_rows(np.zeros(mesh.num_devices + 1))
+        uneven = "accepted"
+    except ValueError as e:
+        uneven = str(e)
+    return {
+        "uneven_solve": uneven,
+        "w_solve": np.asarray(result.params.w),
+        "b_solve": np.asarray(result.params.b),
+        "objective_solve": result.objective,
+        "data_devices_solve": len(mesh.shard_rows(y).sharding.device_set),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", required=True)
@@ -120,6 +148,7 @@ def main() -> None:
     parser.add_argument("--process-id", type=int)
     parser.add_argument("--data-dir", help="train on MNIST here, with fit's defaults")
     parser.add_argument("--epochs", type=int)
+    parser.add_argument("--solve", action="store_true", help="solve to the optimum instead of fit")
     args = parser.parse_args()
 
     import jax_softmax as js
@@ -128,8 +157,11 @@ def main() -> None:
         js.initialize_distributed(args.coordinator, args.num_processes, args.process_id)
     import jax
 
-    (train, validation), settings = _data_and_settings(args.data_dir, args.epochs)
     results = {"process_count": jax.process_count(), "device_count": jax.device_count()}
+    if args.solve:
+        np.savez(args.out, **results, **solve_sharded())
+        return
+    (train, validation), settings = _data_and_settings(args.data_dir, args.epochs)
     for optimizer in args.optimizers.split(","):
         for entry in args.devices.split(","):
             devices = None if entry == "all" else int(entry)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import jax
-import optax
-import optax.tree_utils as otu
 from jax.typing import ArrayLike
 
 from jax_softmax._params import Params
@@ -21,6 +19,8 @@ def minimize(
     Stops when the largest absolute gradient entry is at most ``tol`` or after
     ``max_iter`` iterations.
     """
+    import optax  # here, not at the top: Newton-CG, the default, does without it
+    import optax.tree_utils as otu
 
     def value_and_grad(params: Params) -> tuple[jax.Array, Params]:
         logits = jax.numpy.matmul(x, params.w, precision=PRECISION) + params.b[None, :]

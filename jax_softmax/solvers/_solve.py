@@ -85,7 +85,8 @@ def solve(
     Args:
       x: inputs, ``[n, num_features]``, finite (a NumPy or JAX array; a sharded JAX
         array is solved where it lies).
-      y: integer labels, ``[n]``, in ``[0, num_classes)``, at least two classes present.
+      y: integer labels, ``[n]``, in ``[0, num_classes)``, every class present at least
+        once (a class without examples has no finite optimum), at least two classes.
       l2: strength of the L2 penalty on the weights, finite and >= 0 (without it, data
         that a linear model separates has no optimum).
       method: ``"newton-cg"`` (Newton's method, the Hessian reached through the
@@ -105,8 +106,8 @@ def solve(
 
     Raises:
       TypeError, ValueError: for malformed or non-finite data, labels out of range,
-        fewer than two classes, a negative ``l2``, a ``tol`` that is not positive, an
-        unknown method, or an ``init`` of the wrong shape.
+        fewer than two classes or a class without examples, a negative ``l2``, a ``tol``
+        that is not positive, an unknown method, or an ``init`` of the wrong shape.
 
     >>> import numpy as np
     >>> x = np.array([[0.0], [1.0], [2.0], [3.0]])
@@ -172,23 +173,39 @@ def _check_data(x: Any, y: Any, num_classes: int | None) -> tuple[Any, Any, int]
     ):
         raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
     validation.check_labels(y, n, np.iinfo(np.int32).max if num_classes is None else num_classes)
-    xp = np if isinstance(y, np.ndarray) else jnp  # a sharded y is reduced where it lies
-    lowest, highest = int(xp.min(y)), int(xp.max(y))
-    if lowest == highest:
-        raise ValueError(
-            f"y must hold at least two classes, got only class {lowest}: with one class there is no "
-            "optimum (its bias grows without bound)"
-        )
     if num_classes is None:
-        num_classes = highest + 1
+        num_classes = int(np.max(y) if isinstance(y, np.ndarray) else jnp.max(y)) + 1
+    _check_every_class_present(y, int(num_classes))
     return x, y, int(num_classes)
+
+
+def _check_every_class_present(y: Any, num_classes: int) -> None:
+    """Without an example of some class, that class's bias has no finite optimum: it only falls."""
+    if isinstance(y, np.ndarray):
+        counts = np.bincount(y.astype(np.int64), minlength=num_classes)
+    else:  # a sharded y is counted where it lies
+        counts = np.asarray(jnp.zeros(num_classes, jnp.int32).at[y].add(1))
+    present = np.flatnonzero(counts)
+    if len(present) < 2:
+        raise ValueError(
+            f"y must hold at least two classes, got only class {int(present[0])}: with one class there is "
+            "no optimum (its bias grows without bound)"
+        )
+    missing = np.flatnonzero(counts == 0)
+    if len(missing):
+        raise ValueError(
+            f"y has no example of class {int(missing[0])} of its {num_classes} classes "
+            f"({len(missing)} class{'es' * (len(missing) != 1)} without examples): such a class's bias "
+            "has no finite optimum; relabel the classes present as 0, 1, ..."
+        )
 
 
 def _checked_init(init: Any, num_features: int, num_classes: int, dtype: np.dtype) -> Params:
     features, classes = validation.check_params(init, "init")
     if (features, classes) != (num_features, num_classes):
         raise ValueError(
-            f"init must have w of shape ({num_features}, {num_classes}) for this data, got ({features}, {classes})"
+            f"init must have w of shape ({num_features}, {num_classes}) for this data, "
+            f"got ({features}, {classes})"
         )
     return Params(jnp.asarray(init.w, dtype), jnp.asarray(init.b, dtype))
 

@@ -411,7 +411,7 @@ def _save(out_dir, args: argparse.Namespace, data: SolveData, result):
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    from jax_softmax.solvers._solve import DEFAULT_MAX_ITER
+    from jax_softmax.solvers import DEFAULT_MAX_ITER
 
     max_iter = DEFAULT_MAX_ITER[args.method] if args.max_iter is None else args.max_iter
     return {"method": args.method, "tol": args.tol, "max_iter": max_iter, "dtype": args.dtype}

@@ -25,14 +25,23 @@ def test_the_public_api_is_small():
 
 
 def test_no_private_name_is_imported_across_modules():
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for module, names in package_imports(path):
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
             # a private module may be imported whole (from jax_softmax import _startup)
-            private = [
-                n for n in private if not (module == "jax_softmax" and (PACKAGE / f"{n}.py").is_file())
-            ]
-            assert not private, f"{path.name} imports {private} from {module}"
+            package = REPO.joinpath(*module.split("."))
+            private = [n for n in private if not (package / f"{n}.py").is_file()]
+            assert not private, f"{path.relative_to(PACKAGE)} imports {private} from {module}"
+
+
+def test_a_sub_packages_private_modules_are_its_own():
+    """``jax_softmax.solvers._solve`` is reached through ``jax_softmax.solvers`` from outside it."""
+    for path in PACKAGE.rglob("*.py"):
+        for module, _ in package_imports(path):
+            parts = module.split(".")
+            inside = path.parent == REPO.joinpath(*parts[:-1])
+            if len(parts) > 2 and parts[-1].startswith("_") and not inside:
+                raise AssertionError(f"{path.relative_to(PACKAGE)} imports from the private {module}")
 
 
 def test_no_import_cycle_at_module_level():
@@ -63,7 +72,7 @@ def test_no_import_cycle_at_module_level():
 
 def test_functions_are_short():
     # Body length of every function, its docstring left out: at most 60 lines.
-    for path in PACKAGE.glob("*.py"):
+    for path in PACKAGE.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 body = node.body

@@ -23,6 +23,9 @@ from jax_softmax.solvers._path import (
     solve_path as solve_path,
 )
 from jax_softmax.solvers._solve import (
+    DEFAULT_MAX_ITER as DEFAULT_MAX_ITER,
+)
+from jax_softmax.solvers._solve import (
     METHODS as METHODS,
 )
 from jax_softmax.solvers._solve import (

@@ -110,15 +110,19 @@ def test_fit_rejects_non_finite_pixels_and_out_of_range_labels():
 
 
 @pytest.mark.parametrize("grad", ["autodiff", "manual"])
-def test_the_transposed_layout_is_the_same_sgd_step_bit_for_bit(grad):
+def test_the_transposed_layout_is_the_same_sgd_step(grad):
+    """The same step to float rounding: the products with ``w`` and ``w^T`` hold the same
+    sums, which XLA's CPU kernels may add in another order (on some processors, the
+    loss, the weights and the biases each come out one rounding apart)."""
     x, y = blobs(n=40)
     params = js.init_params(jax.random.key(3), 8, 3, scale=0.5)
     plain, _, plain_loss = jax.jit(partial(train_step, grad=grad, l2=1e-3))(params, (), x, y, 0.3)
     flipped_step = jax.jit(partial(train_step, grad=grad, l2=1e-3, weights_transposed=True))
     flipped, _, flipped_loss = flipped_step(js.Params(params.w.T, params.b), (), x, y, 0.3)
-    np.testing.assert_array_equal(flipped.w.T, plain.w)
-    np.testing.assert_array_equal(flipped.b, plain.b)
-    assert plain_loss == flipped_loss
+    np.testing.assert_allclose(flipped.w.T, plain.w, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(flipped.b, plain.b, rtol=1e-6, atol=1e-7)
+    assert float(flipped_loss) == pytest.approx(float(plain_loss), rel=1e-6)
+    assert not np.allclose(flipped.w.T, params.w, rtol=1e-3)  # a step was taken
 
 
 def test_make_update_compiles_train_step():

@@ -249,6 +249,39 @@ def start_devices(args: argparse.Namespace) -> int:
     return parallel.num_devices
 
 
+def lock_out_dir(args: argparse.Namespace, doing: str):
+    """Creates ``--out`` and locks it for this process until the command ends.
+
+    Creating the lock file is the first write there, so an unwritable directory is
+    reported now, before anything is computed.
+
+    Args:
+      args: the parsed flags, with ``out`` and the ``on_exit`` list the lock's release joins.
+      doing: what the command would have done, for the message (``"trained"``, ``"solved"``).
+
+    Returns:
+      The lock.
+
+    Raises:
+      CommandError: another process holds the directory, or ``--out`` is a file.
+      WriteError: the directory cannot be written.
+    """
+    from jax_softmax._run_dir import RunInUseError, lock_run, make_run_dir
+
+    try:
+        lock = lock_run(make_run_dir(args.out))
+    except RunInUseError as e:
+        raise CommandError(str(e)) from None
+    except NotADirectoryError as e:
+        raise CommandError(f"--out {e}") from None
+    except OSError as e:
+        raise WriteError(
+            f"--out {args.out}: cannot write there ({e.strerror or e}); nothing {doing}"
+        ) from None
+    args.on_exit.append(lock.release)
+    return lock
+
+
 def check_plot_path(path: str | None) -> None:
     """Checks, before any training, that a ``--plot`` file can be drawn and written."""
     if path is None:

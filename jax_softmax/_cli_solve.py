@@ -19,6 +19,7 @@ from jax_softmax._cli_common import (
     WriteError,
     add_data_flags,
     enable_dtype,
+    lock_out_dir,
     positive_float,
     positive_int,
 )
@@ -154,19 +155,9 @@ def run_solve(args: argparse.Namespace) -> int:
 
 def _open_out_dir(args: argparse.Namespace):
     """Creates and locks ``--out`` until the command ends, refusing a run already there (or removing it)."""
-    from jax_softmax._run_dir import RunExistsError, RunInUseError, lock_run, make_run_dir, start_run
+    from jax_softmax._run_dir import RunExistsError, start_run
 
-    try:
-        lock = lock_run(make_run_dir(args.out))
-    except RunInUseError as e:
-        raise CommandError(str(e)) from None
-    except NotADirectoryError as e:
-        raise CommandError(f"--out {e}") from None
-    except OSError as e:
-        raise WriteError(
-            f"--out {args.out}: cannot write there ({e.strerror or e}); nothing solved"
-        ) from None
-    args.on_exit.append(lock.release)
+    lock_out_dir(args, "solved")
     try:
         return start_run(args.out, overwrite=args.overwrite)
     except RunExistsError as e:

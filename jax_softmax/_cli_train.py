@@ -23,6 +23,7 @@ from jax_softmax._cli_common import (
     enable_cache,
     enable_dtype,
     in_background,
+    lock_out_dir,
     non_negative_float,
     positive_float,
     positive_int,
@@ -206,19 +207,9 @@ def _lock_out_dir(args: argparse.Namespace, progress) -> None:
     Creating the lock file is the first write there, so an unwritable directory is
     reported now, before the data is loaded or anything is trained.
     """
-    from jax_softmax._run_dir import RunInUseError, lock_run, make_run_dir, remove_temp_files
+    from jax_softmax._run_dir import remove_temp_files
 
-    try:
-        lock = lock_run(make_run_dir(args.out))
-    except RunInUseError as e:
-        raise CommandError(str(e)) from None
-    except NotADirectoryError as e:
-        raise CommandError(f"--out {e}") from None
-    except OSError as e:
-        raise WriteError(
-            f"--out {args.out}: cannot write there ({e.strerror or e}); nothing trained"
-        ) from None
-    args.on_exit.append(lock.release)
+    lock_out_dir(args, "trained")
     removed = remove_temp_files(args.out)
     if removed:
         print(

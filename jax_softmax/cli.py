@@ -2,7 +2,7 @@
 
 The commands live in private modules, one per concern: ``_cli_train``, ``_cli_models``
 (evaluate, predict), ``_cli_question`` (diagnose, check-grad), ``_cli_sweep`` and
-``_cli_solve``.
+``_cli_solve`` (its data in ``_cli_solve_data``).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import jax
@@ -12,6 +13,12 @@ from jax_softmax.compilation_cache import CACHE_DIR_ENV
 from jax_softmax.data import DATA_DIR_ENV
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# A shell without job control starts background jobs with Ctrl-C ignored, and a process
+# started from such a job inherits that; the tests that send SIGINT to the commands they
+# start need its default (exec resets a handled signal, not an ignored one).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The command line's persistent compilation cache is global to a process (and lives in
 # the user's home): off for the tests and the commands they start, which would

@@ -40,8 +40,8 @@ def test_a_sub_packages_private_modules_are_its_own():
         for module, _ in package_imports(path):
             parts = module.split(".")
             inside = path.parent == REPO.joinpath(*parts[:-1])
-            if len(parts) > 2 and parts[-1].startswith("_") and not inside:
-                raise AssertionError(f"{path.relative_to(PACKAGE)} imports from the private {module}")
+            private = len(parts) > 2 and parts[-1].startswith("_")
+            assert inside or not private, f"{path.relative_to(PACKAGE)} imports from the private {module}"
 
 
 def test_no_import_cycle_at_module_level():

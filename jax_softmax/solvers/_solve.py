@@ -123,7 +123,7 @@ def solve(
         init = Params(jnp.zeros((x.shape[1], num_classes), dtype), jnp.zeros((num_classes,), dtype))
     else:
         init = _checked_init(init, x.shape[1], num_classes, dtype)
-    params, value, grad_norm, iterations = _program(method)(x, y, num_classes, l2, init, tol, max_iter)
+    params, value, grad_norm, iterations = _PROGRAMS[method](x, y, num_classes, l2, init, tol, max_iter)
     result = SolveResult(params, float(value), float(grad_norm), int(iterations), float(grad_norm) <= tol)
     if not result.converged:
         warnings.warn(
@@ -208,10 +208,6 @@ def _checked_init(init: Any, num_features: int, num_classes: int, dtype: np.dtyp
             f"got ({features}, {classes})"
         )
     return Params(jnp.asarray(init.w, dtype), jnp.asarray(init.b, dtype))
-
-
-def _program(method: str):
-    return _PROGRAMS[method]
 
 
 def _make_program(method: str):

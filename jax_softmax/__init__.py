@@ -15,8 +15,6 @@ if _startup.is_command_line():  # before anything else: the imports take a momen
     _startup.pause_collector()
 
 import importlib
-import sys
-import types
 from typing import TYPE_CHECKING
 
 # public name -> module of the package that defines it (or (module, its name there)).
@@ -36,9 +34,9 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     # training
     "TrainConfig": "config",
     "fit": "train",
-    "evaluate": "train",
-    "NonFiniteError": "nonfinite",
-    "sweep": "sweep",
+    "evaluate": "evaluation",
+    "NonFiniteError": "train.nonfinite",
+    "sweep": "sweeps",
     "solve": "solvers",
     "SolveResult": "solvers",
     "LogisticRegression": "solvers.estimator",  # needs scikit-learn: pip install jax-softmax[sklearn]
@@ -46,16 +44,16 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     # data and checkpoints
     "load_mnist": "data",
     "IdxError": "data",
-    "save_params": "checkpoint",
-    "load_params": "checkpoint",
-    "CheckpointError": "checkpoint",
+    "save_params": "runs.checkpoint",
+    "load_params": "runs.checkpoint",
+    "CheckpointError": "runs.checkpoint",
     # using a model
     "classification_report": "evaluation",
     "class_probabilities": "evaluation",
-    "preprocess_image": "images",
+    "preprocess_image": "data.images",
     # the question
     "run_diagnosis": "diagnose",
-    "check_gradient": "gradient_check",
+    "check_gradient": "diagnose.gradient_check",
 }
 
 
@@ -74,45 +72,22 @@ def __dir__() -> list[str]:
     return sorted({*globals(), *_EXPORTS})
 
 
-class _Package(types.ModuleType):
-    """The package's module type: ``sweep`` stays the function of that name.
-
-    ``sweep`` names both a function and the module that defines it, and importing the
-    module sets the package's attribute to the module; this property, which takes
-    precedence over the attribute, keeps ``jax_softmax.sweep`` the function, as an
-    eager ``from jax_softmax.sweep import sweep`` here would.
-    """
-
-    @property
-    def sweep(self):
-        from jax_softmax.sweep import sweep
-
-        return sweep
-
-    @sweep.setter
-    def sweep(self, module) -> None:  # the import system recording the submodule
-        pass
-
-
-sys.modules[__name__].__class__ = _Package
-
-
 if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, imported eagerly
-    from jax_softmax.checkpoint import CheckpointError, load_params, save_params
     from jax_softmax.config import TrainConfig
     from jax_softmax.data import IdxError, load_mnist
+    from jax_softmax.data.images import preprocess_image
     from jax_softmax.diagnose import run_diagnosis
+    from jax_softmax.diagnose.gradient_check import check_gradient
     from jax_softmax.distributed import initialize as initialize_distributed
-    from jax_softmax.evaluation import class_probabilities, classification_report
-    from jax_softmax.gradient_check import check_gradient
+    from jax_softmax.evaluation import class_probabilities, classification_report, evaluate
     from jax_softmax.gradients import autodiff_grad, make_update, manual_grad, manual_hvp
-    from jax_softmax.images import preprocess_image
     from jax_softmax.model import Params, accuracy, init_params, logits, loss, predict
-    from jax_softmax.nonfinite import NonFiniteError
+    from jax_softmax.runs.checkpoint import CheckpointError, load_params, save_params
     from jax_softmax.solvers import SolveResult, solve
     from jax_softmax.solvers.estimator import LogisticRegression
-    from jax_softmax.sweep import sweep
-    from jax_softmax.train import evaluate, fit
+    from jax_softmax.sweeps import sweep
+    from jax_softmax.train import fit
+    from jax_softmax.train.nonfinite import NonFiniteError
 
 from jax_softmax._version import __version__ as __version__  # noqa: E402
 

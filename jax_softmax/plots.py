@@ -17,16 +17,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 from jax.typing import ArrayLike
 
-from jax_softmax._diagnose_runs import DiagnoseConfig
-from jax_softmax.checkpoint import write_atomically
 from jax_softmax.model import Params
-from jax_softmax.train import EpochMetrics
+from jax_softmax.storage import write_atomically
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-    from jax_softmax._diagnose_verdict import Diagnosis
+    from jax_softmax.diagnose import DiagnoseConfig, Diagnosis
+    from jax_softmax.train import EpochMetrics
 
 DPI = 100
 INSTALL_HINT = "pip install 'jax-softmax[plot]'"
@@ -182,7 +181,7 @@ def plot_zero_probabilities(diagnoses: Sequence[Diagnosis]) -> Figure:
     along the bottom of the log-likelihood panel marks each step where it was not finite.
 
     Args:
-      diagnoses: runs of :func:`jax_softmax.diagnose.diagnose_variant`.
+      diagnoses: runs of :func:`jax_softmax.diagnose._diagnosis.diagnose_variant`.
 
     Returns:
       A 1000x850-pixel figure with three panels sharing a logarithmic step axis.
@@ -238,7 +237,7 @@ def plot_diagnosis(diagnoses: Sequence[Diagnosis], path: str | os.PathLike) -> N
     A cross marks each collapse. The file is written atomically (PNG).
 
     Args:
-      diagnoses: runs of :func:`jax_softmax.diagnose.diagnose_variant`.
+      diagnoses: runs of :func:`jax_softmax.diagnose._diagnosis.diagnose_variant`.
       path: the PNG file to write.
 
     Raises:
@@ -248,6 +247,8 @@ def plot_diagnosis(diagnoses: Sequence[Diagnosis], path: str | os.PathLike) -> N
     ll_ax, acc_ax = fig.subplots(2, 1, sharex=True)
     for i, d in enumerate(diagnoses):
         _draw_diagnosis_run(ll_ax, acc_ax, d, color=f"C{i % 10}")
+    from jax_softmax.diagnose import DiagnoseConfig  # diagnose draws through this module
+
     _label_diagnosis_axes(ll_ax, acc_ax, diagnoses[0].config if diagnoses else DiagnoseConfig())
     save_figure(fig, path)
 

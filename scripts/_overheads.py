@@ -30,9 +30,9 @@ from _timing import fastest, interleaved, median, paired_ratio
 
 import jax_softmax as js
 from jax_softmax.gradients import make_optimizer
-from jax_softmax.nonfinite import all_finite
-from jax_softmax.sweep import log_range
+from jax_softmax.sweeps import log_range
 from jax_softmax.train import CPU_COMPILER_OPTIONS, checked_epoch, train_epoch
+from jax_softmax.train.nonfinite import all_finite
 
 
 def microseconds_per_call(step, params, x, y, lr: float, calls: int) -> float:

@@ -34,7 +34,7 @@ def objective64(w: np.ndarray, b: np.ndarray, x: np.ndarray, y: np.ndarray, l2: 
 
 def _ours(x, y, l2, method, dtype, tol, log, mnist) -> list[dict]:
     import jax_softmax as js
-    from jax_softmax.gradient_check import x64
+    from jax_softmax.diagnose.gradient_check import x64
 
     rows = []
     with x64():

@@ -49,7 +49,7 @@ sys.path.insert(0, str(REPO))
 
 import jax_softmax as js  # noqa: E402
 from jax_softmax.data import Mnist  # noqa: E402
-from jax_softmax.sweep import log_range  # noqa: E402
+from jax_softmax.sweeps import log_range  # noqa: E402
 
 FULL = {
     "budget": 320.0,

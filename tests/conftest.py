@@ -9,8 +9,8 @@ from pathlib import Path
 import jax
 import pytest
 
-from jax_softmax.compilation_cache import CACHE_DIR_ENV
 from jax_softmax.data import DATA_DIR_ENV
+from jax_softmax.storage.cache import CACHE_DIR_ENV
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
 

@@ -15,7 +15,7 @@ import pytest
 from helpers import REPO, x64
 
 import jax_softmax as js
-from jax_softmax.checkpoint import CheckpointError
+from jax_softmax.runs.checkpoint import CheckpointError
 
 
 def random_params(num_features=784, num_classes=10, dtype=np.float32, seed=0):

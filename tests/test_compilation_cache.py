@@ -9,14 +9,14 @@ import textwrap
 import pytest
 
 from jax_softmax.cli import build_parser
-from jax_softmax.compilation_cache import CACHE_DIR_ENV, default_cache_dir
+from jax_softmax.storage.cache import CACHE_DIR_ENV, default_cache_dir
 
 # Compiles one small jitted function; reports its value, the programs JAX asked the
 # cache for and those it found there.
 CHILD = textwrap.dedent(
     """
     import collections, sys, jax, jax.numpy as jnp
-    from jax_softmax.compilation_cache import enable_compilation_cache
+    from jax_softmax.storage.cache import enable_compilation_cache
     events = collections.Counter()
     jax.monitoring.register_event_listener(lambda name, **kwargs: events.update([name]))
     enable_compilation_cache(sys.argv[1])

@@ -14,8 +14,9 @@ import pytest
 from idx_files import idx_bytes, write_idx, write_mnist_like
 
 import jax_softmax as js
-from jax_softmax import data
 from jax_softmax.data import DataNotFoundError, Mnist, load_mnist_uint8, read_idx, read_mnist_dir
+from jax_softmax.data import _cache, _idx
+from jax_softmax.data import _mnist as data
 
 
 @pytest.mark.parametrize("compress", [True, False], ids=["gz", "raw"])
@@ -159,13 +160,14 @@ def _same(got: Mnist, expected: Mnist) -> None:
 def idx_reads(monkeypatch):
     """Counts the IDX files read (cache misses)."""
     reads = []
-    read = data._read_idx
+    read = _cache.read_idx_and_bytes
 
     def counting(path, shape):
         reads.append(path.name)
         return read(path, shape)
 
-    monkeypatch.setattr(data, "_read_idx", counting)
+    for module in (_cache, _idx):  # through the cache, and without it
+        monkeypatch.setattr(module, "read_idx_and_bytes", counting)
     return reads
 
 
@@ -265,7 +267,7 @@ def test_an_unwritable_cache_directory_is_skipped(tmp_path, idx_reads):
 
 def test_the_cache_is_off_when_asked_or_when_the_variable_is_empty(tmp_path, monkeypatch, idx_reads):
     write_mnist_like(tmp_path / "mnist", n_train=6_020, n_test=9)
-    from jax_softmax.compilation_cache import CACHE_DIR_ENV
+    from jax_softmax.storage.cache import CACHE_DIR_ENV
 
     monkeypatch.setenv(CACHE_DIR_ENV, "")
     assert data.default_data_cache_dir() is None
@@ -333,7 +335,7 @@ def test_tfds_download_path_downloads_once_and_matches_the_files(mnist_server, m
 
 
 def test_the_cache_removes_temporary_files_that_killed_writers_left(tmp_path):
-    from jax_softmax.data import STALE_TEMPORARY_SECONDS
+    from jax_softmax.storage import STALE_TEMPORARY_SECONDS
 
     write_mnist_like(tmp_path / "mnist", n_train=6_010, n_test=7)
     cache = tmp_path / "cache"

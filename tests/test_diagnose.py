@@ -185,7 +185,7 @@ def test_replaying_near_a_collapse_changes_nothing_but_adds_measurements():
 
 
 def test_the_initialisation_is_init_params_draw():
-    from jax_softmax._diagnose_train import initial_params_and_orders
+    from jax_softmax.diagnose._train import initial_params_and_orders
 
     config = dataclasses.replace(CONFIG, init_scale=0.5, seed=3)
     params, orders = initial_params_and_orders(

@@ -13,7 +13,7 @@ import pytest
 import jax_softmax as js
 from jax_softmax.cli import main
 from jax_softmax.data import DATA_DIR_ENV, load_mnist_uint8
-from jax_softmax.gradient_check import GradientCheckError, tolerance
+from jax_softmax.diagnose.gradient_check import GradientCheckError, tolerance
 
 # ---------------------------------------------------------------------------------------
 # Hand-written gradients, in NumPy, as a user would write them.

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 import jax_softmax as js
-from jax_softmax.images import BOX, CENTRE, input_names, load_inputs, load_many
+from jax_softmax.data.images import BOX, CENTRE, input_names, load_inputs, load_many
 
 
 def centre_of_mass(x):

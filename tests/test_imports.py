@@ -43,8 +43,8 @@ def test_the_package_exports_every_public_name_on_first_use():
     for name in js.__all__:
         assert getattr(js, name) is not None
     # A submodule of the same name, once imported, does not shadow the function.
-    importlib.import_module("jax_softmax.sweep")
-    assert callable(js.sweep) and js.sweep.__module__ == "jax_softmax.sweep"
+    importlib.import_module("jax_softmax.sweeps")
+    assert callable(js.sweep) and js.sweep.__module__ == "jax_softmax.sweeps"
     with pytest.raises(AttributeError, match="no attribute 'no_such_name'"):
         js.no_such_name  # noqa: B018
 

@@ -11,8 +11,8 @@ import pytest
 from helpers import assert_trees_equal, blobs, run_cli
 
 import jax_softmax as js
-from jax_softmax import _program_store
-from jax_softmax.compilation_cache import CACHE_DIR_ENV
+from jax_softmax.storage import _programs as _program_store
+from jax_softmax.storage.cache import CACHE_DIR_ENV
 
 X, Y = blobs(n=400)
 TRAIN, VALIDATION = (X[:300], Y[:300]), (X[300:], Y[300:])
@@ -184,7 +184,7 @@ def test_fit_from_host_parameters_keeps_and_loads_its_programs(store):
 
 
 def test_optax_s_version_is_part_of_an_optax_program_s_key(store, monkeypatch):
-    from jax_softmax import train
+    from jax_softmax.train import _fit as train
 
     js.fit(TRAIN, **{**SETTINGS, "optimizer": "adam"})
     kept = set(programs(store))

@@ -21,8 +21,8 @@ from jax.test_util import check_grads
 import jax_softmax as js
 from jax_softmax import _validation as validation
 from jax_softmax import model
-from jax_softmax.checkpoint import save_params
 from jax_softmax.data import read_idx, read_mnist_dir
+from jax_softmax.runs.checkpoint import save_params
 
 # ---------------------------------------------------------------------------
 # The public functions check their arguments at the boundary.

@@ -9,7 +9,8 @@ from helpers import blobs
 from PIL import Image
 
 import jax_softmax as js
-from jax_softmax._run_dir import (
+from jax_softmax.data import Mnist, Split
+from jax_softmax.runs._directory import (
     RUN_FILES,
     RunExistsError,
     append_metrics,
@@ -19,7 +20,6 @@ from jax_softmax._run_dir import (
     start_run,
     write_plots,
 )
-from jax_softmax.data import Mnist, Split
 from jax_softmax.train import EpochMetrics
 
 

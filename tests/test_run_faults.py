@@ -17,9 +17,9 @@ import optax
 import pytest
 
 import jax_softmax as js
-from jax_softmax import cli
-from jax_softmax._resume import load_run, read_run_metadata
-from jax_softmax._run_dir import (
+from jax_softmax._signals import interrupts_deferred
+from jax_softmax.cli import _main as cli
+from jax_softmax.runs._directory import (
     RunInUseError,
     append_metrics,
     cut_metrics,
@@ -27,8 +27,8 @@ from jax_softmax._run_dir import (
     read_metrics,
     remove_temp_files,
 )
-from jax_softmax._signals import interrupts_deferred
-from jax_softmax.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
+from jax_softmax.runs._resume import load_run, read_run_metadata
+from jax_softmax.runs.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 
@@ -358,7 +358,7 @@ def test_interrupts_deferred_holds_sigterm_and_delivers_it_after():
 
 HOLDER = """
 import sys, time
-from jax_softmax._run_dir import lock_run
+from jax_softmax.runs._directory import lock_run
 lock = lock_run(sys.argv[1])
 print("locked", flush=True)
 time.sleep(120)

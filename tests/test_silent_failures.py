@@ -13,10 +13,11 @@ from PIL import Image, ImageDraw
 
 import jax_softmax as js
 from jax_softmax import _validation as validation
-from jax_softmax import cli
-from jax_softmax.cli import format_loss
-from jax_softmax.images import MAX_IMAGE_PIXELS, load_inputs
-from jax_softmax.nonfinite import describe_stop, learning_warnings
+from jax_softmax.cli import _main as cli
+from jax_softmax.cli._train import format_loss
+from jax_softmax.data.images import MAX_IMAGE_PIXELS, load_inputs
+from jax_softmax.runs import checkpoint as checkpoint_module
+from jax_softmax.train.nonfinite import describe_stop, learning_warnings
 
 
 def pixels(n=300, seed=0):
@@ -162,7 +163,7 @@ def test_fit_refuses_seeds_that_would_repeat_another_run():
 
 def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
-    real = js.checkpoint.write_atomically
+    real = checkpoint_module.write_atomically
     saves = []
 
     def full_after_two(path, write):
@@ -171,7 +172,7 @@ def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, 
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(path, write)
 
-    monkeypatch.setattr(js.checkpoint, "write_atomically", full_after_two)
+    monkeypatch.setattr(checkpoint_module, "write_atomically", full_after_two)
     status = cli.main(
         ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
     )
@@ -185,7 +186,7 @@ def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, 
 
 
 def test_an_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
-    import jax_softmax._run_dir as run_dir
+    import jax_softmax.runs._directory as run_dir
 
     def read_only(out_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(out_dir))

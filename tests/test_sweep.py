@@ -13,7 +13,7 @@ from helpers import assert_trees_close, blobs
 import jax_softmax as js
 from jax_softmax.cli import main
 from jax_softmax.plots import save_figure
-from jax_softmax.sweep import (
+from jax_softmax.sweeps import (
     SweepResult,
     SweepRun,
     format_sweep,

@@ -145,10 +145,10 @@ def test_pixel_features_are_the_host_features_bit_for_bit():
     pixels = np.arange(256, dtype=np.uint8).reshape(16, 16)
     host = js.data.to_features(pixels)
     assert host.tobytes() == (pixels.astype(np.float32) / np.float32(255)).tobytes()
-    device = jax.jit(js.train.pixel_features)(pixels)
+    device = jax.jit(js.data.pixel_features)(pixels)
     assert device.dtype == jnp.float32 and np.asarray(device).tobytes() == host.tobytes()
     with x64():
-        wide = jax.jit(js.train.pixel_features, static_argnums=1)(pixels, jnp.float64)
+        wide = jax.jit(js.data.pixel_features, static_argnums=1)(pixels, jnp.float64)
         assert wide.dtype == jnp.float64
         assert np.asarray(wide).tobytes() == host.astype(np.float64).tobytes()
 
@@ -168,14 +168,14 @@ def test_fit_on_uint8_pixels_equals_fit_on_their_features(optimizer):
         (m.train_loss, m.val_loss) for m in history_b.epochs
     ]
     assert [float(v) for v in js.evaluate(a, features, y)] == [
-        float(v) for v in js.train.evaluate_pixels(a, pixels, y)
+        float(v) for v in js.evaluation.evaluate_pixels(a, pixels, y)
     ]
     # Evaluation in chunks of rows, with a remainder, gives the bits of the whole.
-    rows = js.train.EVALUATION_CHUNK + 37
+    rows = js.evaluation.EVALUATION_CHUNK + 37
     big = rng.integers(0, 256, (rows, 40), dtype=np.uint8)
     labels = rng.integers(0, 3, rows).astype(np.int32)
     assert [np.asarray(v).tobytes() for v in js.evaluate(a, js.data.to_features(big), labels)] == [
-        np.asarray(v).tobytes() for v in js.train.evaluate_pixels(a, big, labels)
+        np.asarray(v).tobytes() for v in js.evaluation.evaluate_pixels(a, big, labels)
     ]
     with pytest.raises(TypeError, match="uint8_pixels=True needs uint8 train x, got dtype float32"):
         js.fit((features, y), uint8_pixels=True, num_classes=3)

@@ -16,20 +16,21 @@ import optax
 import pytest
 
 import jax_softmax as js
-from jax_softmax import cli
-from jax_softmax._resume import (
+from jax_softmax._signals import interrupts_deferred
+from jax_softmax.cli import _main as cli
+from jax_softmax.data import Mnist, Split
+from jax_softmax.gradients import make_optimizer
+from jax_softmax.runs._directory import read_metrics
+from jax_softmax.runs._resume import (
     ResumeError,
     check_same_data,
     merge_flags,
     read_opt_state,
 )
-from jax_softmax._run_dir import read_metrics
-from jax_softmax._signals import interrupts_deferred
-from jax_softmax.checkpoint import read_checkpoint
-from jax_softmax.data import Mnist, Split
-from jax_softmax.gradients import make_optimizer
-from jax_softmax.nonfinite import scan_until_nonfinite, summarize_steps
-from jax_softmax.train import _compile, shuffled_indices, train_epoch
+from jax_softmax.runs.checkpoint import read_checkpoint
+from jax_softmax.train import shuffled_indices, train_epoch
+from jax_softmax.train._fast import compile_with
+from jax_softmax.train.nonfinite import scan_until_nonfinite, summarize_steps
 
 NUM_CLASSES = 4
 
@@ -86,7 +87,7 @@ def test_the_check_changes_nothing_while_training_stays_finite(optimizer):
     state = () if transform is None else transform.init(reference)
     epoch = jax.jit(partial(train_epoch, batch_size=50, grad="autodiff", optimizer=transform, l2=0.0))
     arguments = (jnp.asarray(x), jnp.asarray(y, jnp.int32), jnp.float32(0.5))
-    epoch = _compile(epoch.lower(reference, state, keys[0], *arguments))  # as fit compiles it
+    epoch = compile_with(epoch.lower(reference, state, keys[0], *arguments))  # as fit compiles it
     for key in keys:
         reference, state, _ = epoch(reference, state, key, *arguments)
     np.testing.assert_array_equal(np.asarray(params.w), np.asarray(reference.w))

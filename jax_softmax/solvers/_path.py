@@ -244,7 +244,7 @@ def _solve_point(x, y, c: float | None, l2: float, init: Params | None, settings
 
 
 def _evaluate(params: Params, x: jax.Array, y: jax.Array) -> tuple[float, float]:
-    from jax_softmax.train import evaluate
+    from jax_softmax.evaluation import evaluate
 
     loss, accuracy = evaluate(params, x, y)
     return float(loss), float(accuracy)

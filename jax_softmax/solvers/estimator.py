@@ -28,7 +28,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         f"jax_softmax.LogisticRegression needs scikit-learn ({error}): pip install jax-softmax[sklearn]"
     ) from error
 
-from jax_softmax.gradient_check import x64
+from jax_softmax.diagnose.gradient_check import x64
 from jax_softmax.solvers._solve import METHODS, NotConvergedWarning, l2_from_c, solve
 
 try:

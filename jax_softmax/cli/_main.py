@@ -13,19 +13,19 @@ import os
 import sys
 from collections.abc import Sequence
 
-from jax_softmax._cli_common import (
+from jax_softmax.cli._common import (
     PROG,
     CommandError,
     Parser,
     WriteError,
     stopped_by,
 )
-from jax_softmax._cli_models import add_evaluate_command, add_predict_command
-from jax_softmax._cli_question import add_check_grad_command, add_diagnose_command
-from jax_softmax._cli_solve import add_solve_command
-from jax_softmax._cli_sweep import add_sweep_command
-from jax_softmax._cli_train import add_train_command
-from jax_softmax._cli_train import format_loss as format_loss
+from jax_softmax.cli._models import add_evaluate_command, add_predict_command
+from jax_softmax.cli._question import add_check_grad_command, add_diagnose_command
+from jax_softmax.cli._solve import add_solve_command
+from jax_softmax.cli._sweep import add_sweep_command
+from jax_softmax.cli._train import add_train_command
+from jax_softmax.cli._train import format_loss as format_loss
 from jax_softmax.data import DataNotFoundError
 
 

@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 
-from jax_softmax._diagnose_runs import DTYPES, DiagnoseConfig, TrainingLog, Variant
+from jax_softmax.diagnose._runs import DTYPES, DiagnoseConfig, TrainingLog, Variant
 
 CAUSES: tuple[str, ...] = ("overflow", "underflow", "divergence")
 """The values of ``cause``; a run that stays finite and descends has cause ``None``."""

@@ -2,7 +2,7 @@
 
 Everything a file can get wrong (missing, not an archive, missing or misshapen arrays,
 non-finite features, labels out of range, a class without training rows) becomes a
-:class:`~jax_softmax._cli_common.CommandError` naming the file and the array.
+:class:`~jax_softmax.cli._common.CommandError` naming the file and the array.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any, NamedTuple
 
-from jax_softmax._cli_common import PROG, CommandError
+from jax_softmax.cli._common import PROG, CommandError
 
 HOLD_OUT_FRACTION = 0.1  # of the training rows, for validation when a file has no x_val
 FEATURE_SPLITS = {

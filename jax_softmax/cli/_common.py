@@ -112,7 +112,7 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_cache_flags(parser: argparse.ArgumentParser) -> None:
-    from jax_softmax.compilation_cache import CACHE_DIR_ENV, default_cache_dir
+    from jax_softmax.storage.cache import CACHE_DIR_ENV, default_cache_dir
 
     parser.add_argument(
         "--cache-dir",
@@ -144,7 +144,7 @@ def enable_cache(args: argparse.Namespace) -> None:
     """Turns on the compilation cache unless it is off; warns and goes on if DIR cannot be made."""
     if args.no_cache or not args.cache_dir:
         return
-    from jax_softmax.compilation_cache import enable_compilation_cache
+    from jax_softmax.storage.cache import enable_compilation_cache
 
     try:
         enable_compilation_cache(args.cache_dir)
@@ -266,7 +266,7 @@ def lock_out_dir(args: argparse.Namespace, doing: str):
       CommandError: another process holds the directory, or ``--out`` is a file.
       WriteError: the directory cannot be written.
     """
-    from jax_softmax._run_dir import RunInUseError, lock_run, make_run_dir
+    from jax_softmax.runs import RunInUseError, lock_run, make_run_dir
 
     try:
         lock = lock_run(make_run_dir(args.out))

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from jax_softmax.data import NUM_FEATURES
+from jax_softmax.data._mnist import NUM_FEATURES
 
 if TYPE_CHECKING:
     import PIL.Image

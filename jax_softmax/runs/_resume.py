@@ -27,8 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_softmax._run_dir import METRICS_FILE, PARAMS_FILE, cut_metrics, read_metrics
-from jax_softmax.checkpoint import CheckpointError, load_params, read_checkpoint, read_opt_state_leaves
+from jax_softmax.runs._directory import METRICS_FILE, PARAMS_FILE, cut_metrics, read_metrics
+from jax_softmax.runs.checkpoint import CheckpointError, load_params, read_checkpoint, read_opt_state_leaves
 from jax_softmax.data import Mnist
 from jax_softmax.gradients import make_optimizer
 from jax_softmax.model import Params
@@ -181,7 +181,7 @@ def load_run(run_dir: str | os.PathLike, metadata: Mapping[str, Any], *, repair:
     two writes leaves), are cut away, atomically, and said so in ``repairs``.
 
     Args:
-      run_dir: the run directory; hold its lock (:func:`jax_softmax._run_dir.lock_run`).
+      run_dir: the run directory; hold its lock (:func:`jax_softmax.runs._directory.lock_run`).
       metadata: its checkpoint metadata, from :func:`read_run_metadata`.
       repair: cut ``metrics.jsonl`` back in place; ``False`` only reads it (the
         processes of a multi-process run other than the writer).

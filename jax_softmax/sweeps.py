@@ -61,9 +61,10 @@ from jax_softmax._sweep_grid import log_range as log_range
 from jax_softmax._sweep_grid import parse_grid as parse_grid
 from jax_softmax._validation import check_dtype_enabled, check_split
 from jax_softmax.config import DEFAULT_INIT_SCALE
+from jax_softmax.evaluation import evaluate
 from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
 from jax_softmax.model import Params, init_params
-from jax_softmax.train import evaluate, train_epoch
+from jax_softmax.train import train_epoch
 
 if TYPE_CHECKING:
     import optax

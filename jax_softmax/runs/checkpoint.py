@@ -9,7 +9,7 @@ A checkpoint of a run trained with an optax optimizer also holds the optimizer's
 state after the same epoch: its leaves, in ``jax.tree.leaves`` order, as the arrays
 ``opt_state_0``, ``opt_state_1``, ..., their number in ``metadata["opt_state_leaves"]``.
 Parameters and state are then one file, replaced in one rename, so they can never
-describe different epochs (see :mod:`jax_softmax._resume`).
+describe different epochs (see :mod:`jax_softmax.runs._resume`).
 
 Saving writes a temporary file next to the target, flushes it to disk and renames
 it over the target with ``os.replace``: a save that is interrupted at any point
@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jax_softmax._version import __version__
+from jax_softmax.storage import write_atomically
 from jax_softmax.model import Params
 
 FORMAT = "jax-softmax-params/1"
@@ -58,48 +59,6 @@ class Checkpoint(NamedTuple):
 
     params: Params
     metadata: dict[str, Any]
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Writes a file through ``write(f)`` so that readers see the old file or the new one.
-
-    The bytes go to a temporary file in the target's directory, are flushed and
-    synced to disk, and the temporary file is then renamed over ``path``. On any
-    exception the temporary file is removed and ``path`` is left untouched.
-
-    Args:
-      path: the file to create or replace.
-      write: called once with a binary file object open for writing.
-
-    Returns:
-      ``path`` as a ``Path``.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    if hasattr(os, "O_DIRECTORY"):  # make the rename itself durable (POSIX)
-        dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    return path
 
 
 def _checked_arrays(w: np.ndarray, b: np.ndarray, source: str) -> None:

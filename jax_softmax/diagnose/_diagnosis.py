@@ -32,44 +32,14 @@ from collections.abc import Sequence
 
 from jax.typing import ArrayLike
 
-from jax_softmax._diagnose_runs import (
+from jax_softmax.diagnose._runs import (
     DEFAULT_CONFIG,
-    DTYPES,
-    PIXELS,
-    SIGNS,
-    SOFTMAXES,
     DiagnoseConfig,
-    TrainingLog,
     Variant,
-    all_variants,
     default_variants,
 )
-from jax_softmax._diagnose_train import train_variant
-from jax_softmax._diagnose_verdict import CAUSES, EXP_LIMITS, Diagnosis, Verdict, classify_collapse
-from jax_softmax.plots import plot_diagnosis
-
-__all__ = [
-    "CAUSES",
-    "DTYPES",
-    "EXP_LIMITS",
-    "PIXELS",
-    "SIGNS",
-    "SOFTMAXES",
-    "DiagnoseConfig",
-    "Diagnosis",
-    "TrainingLog",
-    "Variant",
-    "Verdict",
-    "all_variants",
-    "classify_collapse",
-    "default_variants",
-    "diagnose_variant",
-    "format_diagnosis",
-    "format_diagnosis_log",
-    "plot_diagnosis",
-    "run_diagnosis",
-    "train_variant",
-]
+from jax_softmax.diagnose._train import train_variant
+from jax_softmax.diagnose._verdict import Diagnosis, classify_collapse
 
 
 def diagnose_variant(

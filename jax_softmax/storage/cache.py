@@ -4,7 +4,7 @@ A second ``jax-softmax train`` with the same settings loads its compiled program
 instead of compiling them again. Two layers keep them: JAX's persistent compilation
 cache, which finds a program after tracing it, and, for :func:`jax_softmax.fit`'s
 programs, whole executables kept under a key of everything they depend on, which
-are loaded without tracing (:mod:`jax_softmax._program_store`). The command line
+are loaded without tracing (:mod:`jax_softmax.storage._programs`). The command line
 turns the cache on; the library never does so by itself.
 """
 
@@ -51,7 +51,7 @@ def enable_compilation_cache(directory: str | os.PathLike, *, max_bytes: int = D
     """
     import jax  # here, so that the cache's location is known without importing JAX
 
-    from jax_softmax import _program_store
+    from jax_softmax.storage import _programs as _program_store
 
     path = Path(directory).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from jax_softmax._cli_common import (
+from jax_softmax.cli._common import (
     PROG,
     CommandError,
     add_data_flags,
@@ -135,7 +135,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     enable_dtype(args.dtype)
 
     from jax_softmax.data import load_mnist
-    from jax_softmax.sweep import sweep
+    from jax_softmax.sweeps import sweep
 
     progress = sys.stderr if args.json else sys.stdout
     data = load_mnist(args.data_dir)
@@ -171,7 +171,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     )
     if args.plot is not None:
         from jax_softmax.plots import save_figure
-        from jax_softmax.sweep import plot_sweep
+        from jax_softmax.sweeps import plot_sweep
 
         save_figure(plot_sweep(result), args.plot)
     _print_sweep_result(args, result)
@@ -184,7 +184,7 @@ def run_sweep(args: argparse.Namespace) -> int:
 def _print_sweep_result(args: argparse.Namespace, result) -> None:
     import jax
 
-    from jax_softmax.sweep import format_sweep
+    from jax_softmax.sweeps import format_sweep
 
     if args.json:
         print(json.dumps(result.to_json()))

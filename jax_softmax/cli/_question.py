@@ -8,7 +8,7 @@ import json
 import os
 import sys
 
-from jax_softmax._cli_common import (
+from jax_softmax.cli._common import (
     CommandError,
     add_data_flags,
     check_plot_path,
@@ -22,7 +22,7 @@ from jax_softmax.data import DATA_DIR_ENV
 
 
 def add_diagnose_command(subparsers) -> None:
-    from jax_softmax._diagnose_runs import DTYPES, DiagnoseConfig
+    from jax_softmax.diagnose import DTYPES, DiagnoseConfig
 
     defaults = DiagnoseConfig()
     p = subparsers.add_parser(
@@ -85,7 +85,12 @@ def run_diagnose(args: argparse.Namespace) -> int:
     import jax
 
     from jax_softmax.data import load_mnist_uint8
-    from jax_softmax.diagnose import diagnose_variant, format_diagnosis, format_diagnosis_log, plot_diagnosis
+    from jax_softmax.diagnose import (
+        diagnose_variant,
+        format_diagnosis,
+        format_diagnosis_log,
+        plot_diagnosis,
+    )
 
     config = DiagnoseConfig(
         epochs=args.epochs,
@@ -157,7 +162,7 @@ def add_check_grad_command(subparsers) -> None:
 def run_check_grad(args: argparse.Namespace) -> int:
     import contextlib
 
-    from jax_softmax.gradient_check import check_gradient, format_gradient_check, load_function
+    from jax_softmax.diagnose.gradient_check import check_gradient, format_gradient_check, load_function
 
     x = y = None
     if args.data_dir:

@@ -15,7 +15,7 @@ it appends the metrics line, then replaces the checkpoint in one rename. The
 checkpoint is the commit point: whatever stops the run, and whenever, ``params.npz``
 holds one complete epoch (parameters and optimizer state together), and
 ``metrics.jsonl`` holds that epoch's lines, plus at most one more (whole or cut off)
-that :func:`jax_softmax._resume.load_run` cuts away.
+that :func:`jax_softmax.runs._resume.load_run` cuts away.
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from jax_softmax import plots
-from jax_softmax.checkpoint import save_params, write_atomically
+from jax_softmax.runs.checkpoint import save_params
+from jax_softmax.storage import remove_temporaries, write_atomically
 from jax_softmax.data import Mnist, Split
 from jax_softmax.evaluation import confusion_matrix
 from jax_softmax.model import Params, predict
@@ -149,23 +150,14 @@ def lock_run(out_dir: str | os.PathLike) -> RunLock:
 
 
 def remove_temp_files(out_dir: str | os.PathLike) -> list[Path]:
-    """Removes the temporary files that saves killed midway left in ``out_dir``.
+    """Removes the temporary files of the run's own files that saves killed midway left.
 
     Call while holding the directory's lock, so that no live save's file is taken.
 
     Returns:
       The paths removed.
     """
-    out_dir = Path(out_dir)
-    removed = []
-    for name in (*RUN_FILES, OPT_STATE_FILE):
-        for path in out_dir.glob(f".{name}.*.tmp"):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(path)
-    return removed
+    return remove_temporaries(out_dir, (*RUN_FILES, OPT_STATE_FILE))
 
 
 def start_run(out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -12,7 +12,7 @@ import os
 import sys
 from typing import Any
 
-from jax_softmax._cli_common import (
+from jax_softmax.cli._common import (
     EXIT_STATUS_HELP,
     PROG,
     CommandError,
@@ -23,7 +23,7 @@ from jax_softmax._cli_common import (
     positive_float,
     positive_int,
 )
-from jax_softmax._cli_solve_data import SolveData, read_features, read_mnist
+from jax_softmax.cli._solve_data import SolveData, read_features, read_mnist
 
 # The solvers' names and default path, written out so that the parser needs no JAX
 # (tests/test_cli_solve.py checks them against jax_softmax.solvers).
@@ -139,7 +139,7 @@ def run_solve(args: argparse.Namespace) -> int:
 
 def _open_out_dir(args: argparse.Namespace):
     """Creates and locks ``--out`` until the command ends, refusing a run already there (or removing it)."""
-    from jax_softmax._run_dir import RunExistsError, start_run
+    from jax_softmax.runs import RunExistsError, start_run
 
     lock_out_dir(args, "solved")
     try:
@@ -194,7 +194,7 @@ def _test_figures(params, test: tuple | None) -> tuple[float, float] | None:
     """``(loss, accuracy)`` on the test split, or ``None`` without one."""
     if test is None:
         return None
-    from jax_softmax.train import evaluate
+    from jax_softmax.evaluation import evaluate
 
     loss, accuracy = evaluate(params, *test)
     return float(loss), float(accuracy)
@@ -202,8 +202,8 @@ def _test_figures(params, test: tuple | None) -> tuple[float, float] | None:
 
 def _save(out_dir, args: argparse.Namespace, data: SolveData, result):
     """Writes ``DIR/params.npz`` with the metadata that ``evaluate`` and ``predict`` read."""
-    from jax_softmax._run_dir import IMAGE_SHAPE, PARAMS_FILE, PIXEL_DIVISOR
-    from jax_softmax.checkpoint import save_params
+    from jax_softmax.runs import IMAGE_SHAPE, PARAMS_FILE, PIXEL_DIVISOR
+    from jax_softmax.runs.checkpoint import save_params
 
     metadata: dict[str, Any] = {
         "data_set": "MNIST" if data.source == "MNIST" else "features",

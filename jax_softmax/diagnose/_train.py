@@ -11,9 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jax_softmax._diagnose_runs import DEFAULT_CONFIG, SOFTMAXES, DiagnoseConfig, TrainingLog, Variant
-from jax_softmax._diagnose_verdict import classify_collapse
 from jax_softmax._validation import check_dtype_enabled
+from jax_softmax.diagnose._runs import DEFAULT_CONFIG, SOFTMAXES, DiagnoseConfig, TrainingLog, Variant
+from jax_softmax.diagnose._verdict import classify_collapse
 from jax_softmax.gradients import manual_grad
 from jax_softmax.model import PRECISION, Params, logits, predict
 

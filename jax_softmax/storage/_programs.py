@@ -1,6 +1,6 @@
 """Compiled programs kept whole between runs, found without tracing them again.
 
-JAX's persistent compilation cache (:mod:`jax_softmax.compilation_cache`) saves the
+JAX's persistent compilation cache (:mod:`jax_softmax.storage.cache`) saves the
 compilation, but to find a program there JAX traces and lowers it first: about half a
 second for a ``train`` run's programs on a CPU, a quarter of what a NumPy script needs
 for the whole run. The store here keeps each compiled executable under a key made
@@ -55,7 +55,7 @@ def set_directory(directory: str | os.PathLike | None) -> None:
     _directory = None if directory is None else Path(directory)
 
 
-def compiled(
+def compiled_program(
     name: str,
     jitted: Any,
     args: Sequence[Any],
@@ -220,7 +220,7 @@ def _store(path: Path, program: jax.stages.Compiled) -> None:
     """Keeps ``program`` at ``path`` if it can; a program that cannot be kept is not an error."""
     from jax.experimental.serialize_executable import serialize
 
-    from jax_softmax.checkpoint import write_atomically
+    from jax_softmax.storage.files import write_atomically
 
     try:
         payload = pickle.dumps(serialize(program))

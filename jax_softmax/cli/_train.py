@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from jax_softmax._cli_common import (
+from jax_softmax.cli._common import (
     EXIT_STATUS_HELP,
     PROG,
     CommandError,
@@ -160,7 +160,7 @@ def _read_resumed_run(args: argparse.Namespace) -> dict:
     """Takes the training flags of the run in ``--resume DIR`` into ``args``; returns its metadata."""
     from pathlib import Path
 
-    from jax_softmax._resume import merge_flags, read_run_metadata
+    from jax_softmax.runs import merge_flags, read_run_metadata
 
     if args.overwrite:
         raise CommandError("--resume continues the run in DIR and --overwrite would delete it; leave one out")
@@ -207,7 +207,7 @@ def _lock_out_dir(args: argparse.Namespace, progress) -> None:
     Creating the lock file is the first write there, so an unwritable directory is
     reported now, before the data is loaded or anything is trained.
     """
-    from jax_softmax._run_dir import remove_temp_files
+    from jax_softmax.runs import remove_temp_files
 
     lock_out_dir(args, "trained")
     removed = remove_temp_files(args.out)
@@ -266,9 +266,9 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
     """Locks ``--out``, loads the data and the resumed run, and starts the run directory."""
     import jax
 
-    from jax_softmax._resume import read_run_metadata
     from jax_softmax._signals import check_interrupted
     from jax_softmax.data import load_mnist_uint8
+    from jax_softmax.runs import read_run_metadata
 
     if args.out is not None and jax.process_index() > 0:
         args.out = None  # process 0 writes the run directory
@@ -295,7 +295,7 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
 
 
 def _load_resumed_run(state: _TrainRun, resumed: dict) -> None:
-    from jax_softmax._resume import check_same_data, load_run
+    from jax_softmax.runs import check_same_data, load_run
 
     args = state.args
     check_same_data(resumed, state.data, args.resume)
@@ -314,7 +314,7 @@ def _load_resumed_run(state: _TrainRun, resumed: dict) -> None:
 def _open_run_dir(state: _TrainRun) -> None:
     from pathlib import Path
 
-    from jax_softmax._run_dir import RunExistsError, epoch_writer, run_metadata, start_run
+    from jax_softmax.runs import RunExistsError, epoch_writer, run_metadata, start_run
 
     if state.run is None:
         try:
@@ -353,9 +353,9 @@ def _epoch_reporter(state: _TrainRun, bar):
 
 def _train(state: _TrainRun):
     """``(params, history)`` from ``fit``, or the exit status of a run stopped by a signal or an error."""
-    from jax_softmax._run_dir import RunWriteError
-    from jax_softmax.nonfinite import NonFiniteError
+    from jax_softmax.runs import RunWriteError
     from jax_softmax.train import fit
+    from jax_softmax.train.nonfinite import NonFiniteError
 
     run, start_epoch = state.run, state.done
     bar = _progress_bar(state.args.epochs - start_epoch, state.progress)
@@ -419,12 +419,12 @@ def _finish_training(state: _TrainRun, params, history) -> int:
 
 def _save_outputs(state: _TrainRun, params, stop, all_epochs) -> list:
     """The stopped run's last finite parameters, and the plots; returns the files written."""
-    from jax_softmax._run_dir import METRICS_FILE, PARAMS_FILE, run_metadata, write_plots
     from jax_softmax.data import to_features
+    from jax_softmax.runs import METRICS_FILE, PARAMS_FILE, run_metadata, write_plots
 
     out_dir, done = state.out_dir, state.done
     if stop is not None:
-        from jax_softmax.checkpoint import save_params
+        from jax_softmax.runs.checkpoint import save_params
 
         metadata = run_metadata(state.config.recorded(), state.data)
         try:
@@ -449,7 +449,7 @@ def _save_outputs(state: _TrainRun, params, stop, all_epochs) -> list:
 
 
 def _warn_if_not_learning(state: _TrainRun, params, all_epochs) -> None:
-    from jax_softmax.nonfinite import learning_warnings
+    from jax_softmax.train.nonfinite import learning_warnings
 
     config = state.config
     for warning in learning_warnings(

@@ -7,7 +7,7 @@ import json
 import os
 import sys
 
-from jax_softmax._cli_common import (
+from jax_softmax.cli._common import (
     PROG,
     CommandError,
     add_data_flags,
@@ -17,8 +17,8 @@ from jax_softmax._cli_common import (
 
 def _load_checkpoint(path: str):
     """Loads a checkpoint for evaluate and predict, switching on 64-bit JAX if it needs it."""
-    from jax_softmax._run_dir import check_pixel_scaling
-    from jax_softmax.checkpoint import read_checkpoint, to_checkpoint
+    from jax_softmax.runs import check_pixel_scaling
+    from jax_softmax.runs.checkpoint import read_checkpoint, to_checkpoint
 
     if not os.path.exists(path):
         raise CommandError(
@@ -101,8 +101,8 @@ def add_predict_command(subparsers) -> None:
 def run_predict(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from jax_softmax.data.images import input_names, load_inputs
     from jax_softmax.evaluation import class_probabilities
-    from jax_softmax.images import input_names, load_inputs
 
     checkpoint = _load_checkpoint(args.params)
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]

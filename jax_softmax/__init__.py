@@ -8,14 +8,16 @@ other than plain SGD.
 
 from __future__ import annotations
 
-from jax_softmax import _startup
+from jax_softmax import _process
 
-if _startup.is_command_line():  # before anything else: the imports take a moment
-    _startup.exit_on_stop_signals("starting")
-    _startup.pause_collector()
+if _process.is_command_line():  # before anything else: the imports take a moment
+    _process.exit_on_stop_signals("starting")
+    _process.pause_collector()
 
 import importlib
 from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
 
 # public name -> module of the package that defines it (or (module, its name there)).
 # Everything else is importable from its module: jax_softmax.data.Mnist, jax_softmax.plots, ...
@@ -89,7 +91,6 @@ if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, importe
     from jax_softmax.train import fit
     from jax_softmax.train.nonfinite import NonFiniteError
 
-from jax_softmax._version import __version__ as __version__  # noqa: E402
 
 __all__ = [
     "Params",

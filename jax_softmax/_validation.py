@@ -22,15 +22,15 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-# model imports this module; its Params is looked up when a check runs.
-from jax_softmax._params import Params
+if TYPE_CHECKING:
+    from jax_softmax.model import Params
 
 
 def is_concrete(value: Any) -> bool:
@@ -154,6 +154,8 @@ def check_params(params: Any, name: str = "params") -> tuple[int, int]:
       TypeError: not a ``Params``, or ``w``/``b`` not floating arrays.
       ValueError: ``w`` not 2-D or ``b`` not ``[num_classes]``.
     """
+    from jax_softmax.model import Params  # model imports this module
+
     if not isinstance(params, Params):
         raise TypeError(f"{name} must be a jax_softmax.Params(w, b), got {type(params).__name__}")
     for field in ("w", "b"):

@@ -7,18 +7,30 @@ jitted, differentiated, vmapped and sharded without change.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import _validation as validation
-from jax_softmax._params import Params as Params
 
 # Full float32 products on every backend: GPUs and TPUs otherwise default to
 # reduced-precision (TF32 / bfloat16) passes, which would hide the agreement
 # between the manual and the automatic gradient behind rounding noise.
 PRECISION = jax.lax.Precision.HIGHEST
+
+
+class Params(NamedTuple):
+    """Parameters of a softmax-regression model.
+
+    Attributes:
+      w: weights, ``[num_features, num_classes]``.
+      b: biases, ``[num_classes]``.
+    """
+
+    w: jax.Array
+    b: jax.Array
 
 
 def init_params(

@@ -45,7 +45,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax._sweep_grid import (
+from jax_softmax._validation import check_dtype_enabled, check_split
+from jax_softmax.config import (
+    DEFAULT_INIT_SCALE,
     DEFAULT_SWEEP_BATCH_SIZES,
     DEFAULT_SWEEP_EPOCHS,
     DEFAULT_SWEEP_L2S,
@@ -57,10 +59,8 @@ from jax_softmax._sweep_grid import (
     check_distinct,
     check_grid,
 )
-from jax_softmax._sweep_grid import log_range as log_range
-from jax_softmax._sweep_grid import parse_grid as parse_grid
-from jax_softmax._validation import check_dtype_enabled, check_split
-from jax_softmax.config import DEFAULT_INIT_SCALE
+from jax_softmax.config import log_range as log_range
+from jax_softmax.config import parse_grid as parse_grid
 from jax_softmax.evaluation import evaluate
 from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
 from jax_softmax.model import Params, init_params

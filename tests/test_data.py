@@ -14,8 +14,15 @@ import pytest
 from idx_files import idx_bytes, write_idx, write_mnist_like
 
 import jax_softmax as js
-from jax_softmax.data import DataNotFoundError, Mnist, load_mnist_uint8, read_idx, read_mnist_dir
-from jax_softmax.data import _cache, _idx
+from jax_softmax.data import (
+    DataNotFoundError,
+    Mnist,
+    _cache,
+    _idx,
+    load_mnist_uint8,
+    read_idx,
+    read_mnist_dir,
+)
 from jax_softmax.data import _mnist as data
 
 

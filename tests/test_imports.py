@@ -66,9 +66,9 @@ COLLECTOR = textwrap.dedent(
     import gc, sys
     sys.argv = ["jax-softmax"]
     import jax_softmax
-    from jax_softmax import _startup
+    from jax_softmax import _process
     paused = not gc.isenabled()
-    _startup.freeze_imports()
+    _process.freeze_imports()
     print(paused, gc.isenabled(), "jax" in sys.modules, gc.get_freeze_count())
     """
 )
@@ -85,7 +85,7 @@ def test_the_command_line_imports_with_the_collector_paused_then_freezes_them():
 def test_the_collector_is_left_alone_in_a_program_that_imports_the_package():
     import gc
 
-    from jax_softmax._startup import freeze_imports
+    from jax_softmax._process import freeze_imports
 
     before = gc.get_freeze_count()
     freeze_imports()

@@ -17,7 +17,7 @@ import optax
 import pytest
 
 import jax_softmax as js
-from jax_softmax._signals import interrupts_deferred
+from jax_softmax._process import interrupts_deferred
 from jax_softmax.cli import _main as cli
 from jax_softmax.runs._directory import (
     RunInUseError,
@@ -233,9 +233,9 @@ def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, t
 SHUTTING_DOWN = """
 import os, signal, sys
 sys.argv = ["jax-softmax"]
-from jax_softmax import _startup
-assert _startup.is_command_line()
-_startup.exit_on_stop_signals("shutting down")
+from jax_softmax import _process
+assert _process.is_command_line()
+_process.exit_on_stop_signals("shutting down")
 print("result", flush=True)
 os.kill(os.getpid(), signal.SIGNUM)
 signal.pause()

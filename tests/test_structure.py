@@ -28,7 +28,7 @@ def test_no_private_name_is_imported_across_modules():
     for path in PACKAGE.rglob("*.py"):
         for module, names in package_imports(path):
             private = [n for n in names if n.startswith("_") and not n.startswith("__")]
-            # a private module may be imported whole (from jax_softmax import _startup)
+            # a private module may be imported whole (from jax_softmax import _process)
             package = REPO.joinpath(*module.split("."))
             private = [n for n in private if not (package / f"{n}.py").is_file()]
             assert not private, f"{path.relative_to(PACKAGE)} imports {private} from {module}"

@@ -16,7 +16,7 @@ import optax
 import pytest
 
 import jax_softmax as js
-from jax_softmax._signals import interrupts_deferred
+from jax_softmax._process import interrupts_deferred
 from jax_softmax.cli import _main as cli
 from jax_softmax.data import Mnist, Split
 from jax_softmax.gradients import make_optimizer

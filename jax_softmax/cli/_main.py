@@ -75,9 +75,9 @@ def _start(argv: Sequence[str] | None) -> argparse.Namespace:
 
     JAX's compiled modules cannot take an exception while they load, so JAX is imported
     before :func:`main` sets handlers that raise one: until then a signal gets the
-    start-up handler (:mod:`jax_softmax._startup`), one line and exit.
+    start-up handler (:mod:`jax_softmax._process`), one line and exit.
     """
-    from jax_softmax._startup import freeze_imports
+    from jax_softmax._process import freeze_imports
 
     args = parse_arguments(argv)
     if getattr(args, "prefetch", None) is not None:
@@ -89,19 +89,22 @@ def _start(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status (see :data:`EXIT_STATUS`).
 
-    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax._signals.Interrupted`:
+    While it runs, SIGINT and SIGTERM raise :class:`jax_softmax._process.Interrupted`:
     ``train --out`` saves its last completed epoch, every command prints one line and
     returns ``128 + signal``. The previous handlers are restored on return.
     """
     import signal
-    import threading
 
-    from jax_softmax._signals import STOP_SIGNALS, check_interrupted, raise_on_stop_signals
+    from jax_softmax._process import (
+        check_interrupted,
+        current_handlers,
+        raise_on_stop_signals,
+        restore_handlers,
+    )
 
     args = _start(argv)
-    in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS} if in_main_thread else {}
-    received = raise_on_stop_signals() if in_main_thread else []
+    previous = current_handlers()  # none outside the main thread, where none can be set
+    received = raise_on_stop_signals() if previous else []
     previous_hook = sys.unraisablehook
 
     def quiet_interrupts(unraisable) -> None:
@@ -145,14 +148,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()  # before a signal in the shutdown can end the process unflushed
         except (OSError, ValueError):
             pass
-        for signum, handler in previous.items():
-            if handler is not None:
-                signal.signal(signum, handler)
+        restore_handlers(previous)
 
 
 def main_entry() -> None:
     """Console-script entry point."""
-    from jax_softmax._startup import exit_on_stop_signals
+    from jax_softmax._process import exit_on_stop_signals
 
     # A signal after main has returned (the interpreter's exit takes a moment) ends
     # the process with one line; main keeps it in place for that.

@@ -33,7 +33,7 @@ DEFAULT_PATH_TEXT = "0.01,0.1,1,10"
 
 def _strengths(*, positive: bool):
     """An argparse type: one number or a list, ``0.01,0.1,1`` or log-spaced ``START:STOP:NUM``."""
-    from jax_softmax._sweep_grid import parse_grid
+    from jax_softmax.config import parse_grid
 
     def strengths(text: str) -> tuple[float, ...]:
         try:

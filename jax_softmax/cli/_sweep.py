@@ -19,7 +19,7 @@ from jax_softmax.cli._common import (
 
 def _grid_flag(name: str, *, positive: bool):
     """An argparse type for a grid of numbers: ``0.01,0.1,1`` or log-spaced ``START:STOP:NUM``."""
-    from jax_softmax._sweep_grid import parse_grid
+    from jax_softmax.config import parse_grid
 
     def grid(text: str) -> tuple[float, ...]:
         try:
@@ -42,7 +42,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def add_sweep_command(subparsers) -> None:
-    from jax_softmax._sweep_grid import (
+    from jax_softmax.config import (
         DEFAULT_SWEEP_BATCH_SIZES,
         DEFAULT_SWEEP_L2S,
         DEFAULT_SWEEP_LRS,
@@ -93,8 +93,14 @@ def add_sweep_command(subparsers) -> None:
 
 def _add_sweep_training_flags(p: argparse.ArgumentParser) -> None:
     """The flags every member of a sweep shares: epochs, optimizer, gradient, start, selection."""
-    from jax_softmax._sweep_grid import DEFAULT_SWEEP_EPOCHS, DEFAULT_SWEEP_OPTIMIZER, SELECT_BY
-    from jax_softmax.config import DEFAULT_INIT_SCALE, GRAD_MODES, OPTIMIZER_NAMES
+    from jax_softmax.config import (
+        DEFAULT_INIT_SCALE,
+        DEFAULT_SWEEP_EPOCHS,
+        DEFAULT_SWEEP_OPTIMIZER,
+        GRAD_MODES,
+        OPTIMIZER_NAMES,
+        SELECT_BY,
+    )
 
     p.add_argument(
         "--epochs",

@@ -266,7 +266,7 @@ def _start_training(args: argparse.Namespace, resumed: dict | None, devices: int
     """Locks ``--out``, loads the data and the resumed run, and starts the run directory."""
     import jax
 
-    from jax_softmax._signals import check_interrupted
+    from jax_softmax._process import check_interrupted
     from jax_softmax.data import load_mnist_uint8
     from jax_softmax.runs import read_run_metadata
 
@@ -328,7 +328,7 @@ def _open_run_dir(state: _TrainRun) -> None:
 
 def _epoch_reporter(state: _TrainRun, bar):
     """``fit``'s checkpoint callback: saves the epoch (signals held back meanwhile) and prints its line."""
-    from jax_softmax._signals import check_interrupted, interrupts_deferred
+    from jax_softmax._process import check_interrupted, interrupts_deferred
 
     epochs = state.args.epochs
 
@@ -370,7 +370,7 @@ def _train(state: _TrainRun):
             checkpoint_callback=_epoch_reporter(state, bar),
             uint8_pixels=True,
         )
-    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax._signals.Interrupted)
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax._process.Interrupted)
         import signal
 
         signum = getattr(e, "signum", signal.SIGINT)

@@ -12,8 +12,8 @@ Parameters and optimizer state are one file, replaced in one rename after the
 epoch's metrics line is appended, so a kill at any moment (SIGKILL included) leaves
 one consistent epoch: :func:`load_run` trusts the checkpoint and cuts
 ``metrics.jsonl`` back to it. SIGINT and SIGTERM are held back while an epoch is
-written (:func:`jax_softmax._signals.interrupts_deferred`) and then raise
-:class:`jax_softmax._signals.Interrupted`.
+written (:func:`jax_softmax._process.interrupts_deferred`) and then raise
+:class:`jax_softmax._process.Interrupted`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_softmax._version import __version__
+from jax_softmax import __version__
 from jax_softmax.storage import write_atomically
 from jax_softmax.model import Params
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import jax
 from jax.typing import ArrayLike
 
-from jax_softmax._params import Params
 from jax_softmax.gradients import value_grad_and_probs
-from jax_softmax.model import PRECISION
+from jax_softmax.model import PRECISION, Params
 from jax_softmax.solvers._trees import largest_entry
 
 

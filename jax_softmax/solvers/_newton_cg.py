@@ -30,9 +30,8 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jax_softmax._params import Params
 from jax_softmax.gradients import curvature_product, value_grad_and_probs
-from jax_softmax.model import PRECISION
+from jax_softmax.model import PRECISION, Params
 from jax_softmax.solvers._trees import add_scaled, dot, largest_entry
 
 MAX_INNER = 200

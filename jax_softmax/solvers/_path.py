@@ -11,9 +11,9 @@ import jax
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
-from jax_softmax._params import Params
-from jax_softmax._sweep_grid import check_grid
 from jax_softmax._validation import check_dtype_enabled, check_labels, check_split
+from jax_softmax.config import check_grid
+from jax_softmax.model import Params
 from jax_softmax.solvers._solve import NotConvergedWarning, l2_from_c, solve
 
 DEFAULT_CS: tuple[float, ...] = (0.01, 0.1, 1.0, 10.0)

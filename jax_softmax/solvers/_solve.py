@@ -12,7 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import _validation as validation
-from jax_softmax._params import Params
+from jax_softmax.model import Params
 from jax_softmax.solvers import _lbfgs, _newton_cg
 from jax_softmax.solvers._trees import largest_entry
 

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from jax_softmax._params import Params
+from jax_softmax.model import Params
 
 
 def dot(a: Params, b: Params) -> jax.Array:

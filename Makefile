@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 ARGS ?=
 
-.PHONY: train test lint format benchmark accelerator-check clean
+.PHONY: train test test-all lint format benchmark accelerator-check clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(VENV)/.installed: pyproject.toml
 train: $(VENV)/.installed
 	$(BIN)/jax-softmax train $(ARGS)
 
+# The quick tier: no real MNIST, nothing that takes a second (about 2 minutes here).
 test: $(VENV)/.installed
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not slow and not mnist"
+
+# Everything, on two workers: what CI runs.
+test-all: $(VENV)/.installed
+	$(BIN)/python -m pytest -n 2
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python scripts/benchmark.py $(ARGS)

@@ -255,3 +255,34 @@ def check_distinct(name: str, values: Sequence) -> None:
         if v in seen:
             raise ValueError(f"{name} must not repeat a value, got {v!r} twice")
         seen.add(v)
+
+
+def check_int_values(name: str, values: Sequence[int], low: int, high: int | None = None) -> tuple[int, ...]:
+    """``values`` as distinct integers in ``[low, high]`` (``>= low`` without ``high``).
+
+    Raises:
+      ValueError: naming ``name``, for none, a repeated value, or one outside the range.
+    """
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} must hold at least one value, got none")
+    for v in values:
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low or (high and v > high):
+            within = f"in [{low}, {high}]" if high else f">= {low}"
+            raise ValueError(f"{name} must hold integers {within}, got {v!r}")
+    check_distinct(name, values)
+    return tuple(int(v) for v in values)
+
+
+def check_sweep_settings(*, epochs, grad, optimizer, select, init_scale) -> None:
+    """The settings a sweep shares across its grid, checked as :class:`TrainConfig` checks them."""
+    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    if optimizer not in OPTIMIZER_NAMES:
+        raise ValueError(f"optimizer must be one of {OPTIMIZER_NAMES}, got {optimizer!r}")
+    if select not in SELECT_BY:
+        raise ValueError(f"select must be one of {SELECT_BY}, got {select!r}")
+    if not (math.isfinite(init_scale) and init_scale >= 0):
+        raise ValueError(f"init_scale must be finite and >= 0, got {init_scale!r}")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from jax_softmax._sweep_results import SweepResult
     from jax_softmax.diagnose import DiagnoseConfig, Diagnosis
     from jax_softmax.train import EpochMetrics
 
@@ -304,3 +305,82 @@ def _label_diagnosis_axes(ll_ax: Axes, acc_ax: Axes, config: DiagnoseConfig) -> 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
     """Writes ``fig`` as a PNG of its own size, atomically (temporary file, then rename)."""
     return write_atomically(path, lambda f: fig.savefig(f, format="png", dpi=fig.dpi))
+
+
+def plot_sweep(result: SweepResult) -> Figure:
+    """Validation accuracy against learning rate, one line per L2 strength.
+
+    With several seeds a line joins the mean over the seeds and each seed is a dot;
+    with several batch sizes each has its own line style. Diverged members are left
+    out of the lines and drawn as crosses along the bottom; a star marks the chosen one.
+
+    Args:
+      result: what :func:`sweep` returned.
+
+    Returns:
+      A 900x550-pixel figure (log-scaled learning-rate axis).
+
+    Raises:
+      ImportError: when matplotlib is not installed.
+    """
+
+    from jax_softmax.plots import DPI, require_matplotlib
+
+    require_matplotlib()
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(9, 5.5), dpi=DPI, layout="constrained")
+    ax = fig.subplots()
+    runs = result.runs
+    l2s = sorted({r.l2 for r in runs})
+    batch_sizes = sorted({r.batch_size for r in runs})
+    styles = ("-", "--", ":", "-.")
+    for i, l2 in enumerate(l2s):
+        for j, batch_size in enumerate(batch_sizes):
+            members = [r for r in runs if r.l2 == l2 and r.batch_size == batch_size and not r.diverged]
+            lrs = sorted({r.lr for r in members})
+            if not lrs:
+                continue
+            color = f"C{i % 10}"
+            means = [100 * np.mean([r.val_accuracy for r in members if r.lr == lr]) for lr in lrs]
+            label = f"L2 {l2:g}" + (f", batch {batch_size}" if len(batch_sizes) > 1 else "")
+            ax.plot(lrs, means, styles[j % len(styles)], color=color, marker="o", ms=4, label=label)
+            if len({r.seed for r in members}) > 1:
+                ax.plot(
+                    [r.lr for r in members],
+                    [100 * r.val_accuracy for r in members],
+                    ".",
+                    color=color,
+                    alpha=0.4,
+                )
+    diverged = [r for r in runs if r.diverged]
+    if diverged:
+        ax.plot(
+            [r.lr for r in diverged],
+            [0.0] * len(diverged),
+            "x",
+            color="black",
+            ms=8,
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label=f"diverged ({len(diverged)})",
+        )
+    if result.best is not None:
+        best = result.best
+        ax.plot([best.lr], [100 * best.val_accuracy], "*", color="gold", mec="black", ms=16, zorder=5)
+        test = "" if best.test_accuracy is None else f", test {100 * best.test_accuracy:.2f}%"
+        title = (
+            f"chosen: lr {best.lr:g}, L2 {best.l2:g}, seed {best.seed}, batch {best.batch_size} "
+            f"(validation {100 * best.val_accuracy:.2f}%{test})"
+        )
+    else:
+        title = "every member diverged"
+    ax.set_xscale("log")
+    ax.set(
+        xlabel="learning rate",
+        ylabel="validation accuracy (%)",
+        title=f"{len(runs)} models, {result.epochs} epochs each\n{title}",
+    )
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    return fig

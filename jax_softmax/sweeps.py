@@ -45,6 +45,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
+from jax_softmax._sweep_results import SweepResult as SweepResult
+from jax_softmax._sweep_results import SweepRun as SweepRun
+from jax_softmax._sweep_results import format_sweep as format_sweep
+from jax_softmax._sweep_results import rank_runs as rank_runs
 from jax_softmax._validation import check_dtype_enabled, check_split
 from jax_softmax.config import (
     DEFAULT_INIT_SCALE,
@@ -54,116 +58,20 @@ from jax_softmax.config import (
     DEFAULT_SWEEP_LRS,
     DEFAULT_SWEEP_OPTIMIZER,
     DEFAULT_SWEEP_SEEDS,
-    SELECT_BY,
     SelectBy,
-    check_distinct,
     check_grid,
+    check_int_values,
+    check_sweep_settings,
 )
 from jax_softmax.config import log_range as log_range
 from jax_softmax.config import parse_grid as parse_grid
 from jax_softmax.evaluation import evaluate
-from jax_softmax.gradients import GRAD_MODES, OPTIMIZERS, GradMode, make_optimizer
+from jax_softmax.gradients import GradMode, make_optimizer
 from jax_softmax.model import Params, init_params
 from jax_softmax.train import train_epoch
 
 if TYPE_CHECKING:
     import optax
-    from matplotlib.figure import Figure
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepRun:
-    """One member of a sweep and what it measured after its last epoch.
-
-    Attributes:
-      lr: learning rate.
-      l2: strength of the L2 penalty on the weights.
-      seed: seed of the initial weights and of the order of the examples.
-      batch_size: examples per step.
-      val_accuracy: validation accuracy (NaN for a diverged member).
-      val_loss: validation loss, the mean negative log-likelihood (NaN for a diverged member).
-      train_loss: mean of the last epoch's mini-batch losses, penalty included.
-      diverged: whether the parameters, the validation loss or the last epoch's
-        training loss are not finite.
-      test_accuracy: test accuracy, for the chosen member only, else ``None``.
-      params: the member's parameters after the last epoch.
-    """
-
-    lr: float
-    l2: float
-    seed: int
-    batch_size: int
-    val_accuracy: float
-    val_loss: float
-    train_loss: float
-    diverged: bool
-    test_accuracy: float | None = None
-    params: Params | None = dataclasses.field(default=None, repr=False, compare=False)
-
-    def to_json(self) -> dict:
-        """The run as ``{"lr", "l2", "seed", "batch_size", "val_accuracy", "val_loss",
-        "test_accuracy", "diverged"}``; figures that are not finite become ``None``."""
-        return {
-            "lr": self.lr,
-            "l2": self.l2,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "val_accuracy": _finite_or_none(self.val_accuracy),
-            "val_loss": _finite_or_none(self.val_loss),
-            "test_accuracy": self.test_accuracy,
-            "diverged": self.diverged,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepResult:
-    """What :func:`sweep` found.
-
-    Attributes:
-      runs: every member, best first, in the order of the selection (diverged last).
-      best: the chosen member, with its ``test_accuracy`` when a test set was given;
-        ``None`` when every member diverged.
-      select: ``"accuracy"`` or ``"loss"``, what chose the best member.
-      epochs: epochs every member trained for.
-      seconds: wall time of the whole sweep, compilation and evaluation included.
-      compile_seconds: the part of ``seconds`` spent compiling.
-    """
-
-    runs: tuple[SweepRun, ...]
-    best: SweepRun | None
-    select: SelectBy
-    epochs: int
-    seconds: float
-    compile_seconds: float
-
-    @property
-    def best_params(self) -> Params | None:
-        """The chosen member's parameters, or ``None`` when every member diverged."""
-        return None if self.best is None else self.best.params
-
-    def to_json(self) -> dict:
-        """``{"runs": [...], "best": {...} or None, "seconds": float}``, runs best first."""
-        return {
-            "runs": [run.to_json() for run in self.runs],
-            "best": None if self.best is None else self.best.to_json(),
-            "seconds": self.seconds,
-        }
-
-
-def _finite_or_none(value: float) -> float | None:
-    return value if math.isfinite(value) else None
-
-
-def _check_ints(name: str, values: Sequence[int], low: int, high: int | None = None) -> tuple[int, ...]:
-    values = tuple(values)
-    if not values:
-        raise ValueError(f"{name} must hold at least one value, got none")
-    for v in values:
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low or (high and v > high):
-            within = f"in [{low}, {high}]" if high else f">= {low}"
-            raise ValueError(f"{name} must hold integers {within}, got {v!r}")
-    check_distinct(name, values)
-    return tuple(int(v) for v in values)
 
 
 def _member_epoch(
@@ -213,30 +121,6 @@ def _grid_evaluate(params: Params, x: jax.Array, y: jax.Array) -> tuple[jax.Arra
     loss, acc = jax.vmap(jax.vmap(evaluate, in_axes=(0, None, None)), in_axes=(0, None, None))(params, x, y)
     finite = jnp.all(jnp.isfinite(params.w), axis=(-2, -1)) & jnp.all(jnp.isfinite(params.b), axis=-1)
     return loss, acc, finite
-
-
-def _selection_key(run: SweepRun, position: int, select: SelectBy) -> tuple:
-    if run.diverged:
-        return (1, 0.0, 0.0, position)
-    if select == "loss":
-        return (0, run.val_loss, -run.val_accuracy, position)
-    return (0, -run.val_accuracy, run.val_loss, position)
-
-
-def rank_runs(runs: Sequence[SweepRun], select: SelectBy = "accuracy") -> list[SweepRun]:
-    """``runs`` best first: by validation accuracy (or loss), ties as the module says, diverged last.
-
-    Args:
-      runs: the members, in grid order (the order breaks the last ties).
-      select: ``"accuracy"`` or ``"loss"``.
-
-    Raises:
-      ValueError: for another ``select``.
-    """
-    if select not in SELECT_BY:
-        raise ValueError(f"select must be one of {SELECT_BY}, got {select!r}")
-    order = sorted(range(len(runs)), key=lambda i: _selection_key(runs[i], i, select))
-    return [runs[i] for i in order]
 
 
 def sweep(
@@ -291,7 +175,7 @@ def sweep(
     Raises:
       ValueError, TypeError: for malformed data or grids, naming them.
     """
-    _check_settings(epochs=epochs, grad=grad, optimizer=optimizer, select=select, init_scale=init_scale)
+    check_sweep_settings(epochs=epochs, grad=grad, optimizer=optimizer, select=select, init_scale=init_scale)
     dtype = jnp.dtype(dtype)
     check_dtype_enabled(dtype)
     lrs = check_grid("lrs", lrs, positive=True)
@@ -300,8 +184,8 @@ def sweep(
     x_val, y_val = check_split("validation", validation, x_train.shape[1])
     if test is not None:
         x_test, y_test = check_split("test", test, x_train.shape[1])
-    seeds = _check_ints("seeds", seeds, 0)
-    batch_sizes = _check_ints("batch_sizes", batch_sizes, 1, len(x_train))
+    seeds = check_int_values("seeds", seeds, 0)
+    batch_sizes = check_int_values("batch_sizes", batch_sizes, 1, len(x_train))
 
     start = time.perf_counter()
     x_train = jax.device_put(jnp.asarray(x_train, dtype))
@@ -341,19 +225,6 @@ def sweep(
         seconds=time.perf_counter() - start,
         compile_seconds=compile_seconds,
     )
-
-
-def _check_settings(*, epochs, grad, optimizer, select, init_scale) -> None:
-    if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
-    if grad not in GRAD_MODES:
-        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
-    if optimizer != "sgd" and optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {('sgd', *OPTIMIZERS)}, got {optimizer!r}")
-    if select not in SELECT_BY:
-        raise ValueError(f"select must be one of {SELECT_BY}, got {select!r}")
-    if not (math.isfinite(init_scale) and init_scale >= 0):
-        raise ValueError(f"init_scale must be finite and >= 0, got {init_scale!r}")
 
 
 def _ranked_with_test_accuracy(runs: list[SweepRun], select: SelectBy, test, dtype) -> list[SweepRun]:
@@ -435,105 +306,3 @@ def _train_grid(
                 )
             )
     return runs, compile_seconds
-
-
-def format_sweep(result: SweepResult) -> str:
-    """The runs as a table, best first, the chosen one marked and with its test accuracy."""
-    header = (
-        f"{'rank':>4}  {'lr':>8}  {'l2':>8}  {'seed':>4}  {'batch':>5}  {'val acc':>8}  "
-        f"{'val loss':>8}  {'train loss':>10}  {'test acc':>8}"
-    )
-    lines = [header]
-    for rank, run in enumerate(result.runs, start=1):
-        if run.diverged:
-            figures = f"{'diverged':>8}  {'-':>8}  {_number(run.train_loss):>10}  {'':>8}"
-        else:
-            test = "" if run.test_accuracy is None else f"{100 * run.test_accuracy:.2f}%"
-            val = f"{100 * run.val_accuracy:7.2f}%  {run.val_loss:8.4f}"
-            figures = f"{val}  {_number(run.train_loss):>10}  {test:>8}"
-        mark = "*" if run is result.best else " "
-        line = f"{rank:>3}{mark}  {run.lr:>8g}  {run.l2:>8g}  {run.seed:>4}  {run.batch_size:>5}  {figures}"
-        lines.append(line.rstrip())
-    return "\n".join(lines)
-
-
-def _number(value: float) -> str:
-    return f"{value:.4f}" if math.isfinite(value) and abs(value) < 1e4 else f"{value:.3g}"
-
-
-def plot_sweep(result: SweepResult) -> Figure:
-    """Validation accuracy against learning rate, one line per L2 strength.
-
-    With several seeds a line joins the mean over the seeds and each seed is a dot;
-    with several batch sizes each has its own line style. Diverged members are left
-    out of the lines and drawn as crosses along the bottom; a star marks the chosen one.
-
-    Args:
-      result: what :func:`sweep` returned.
-
-    Returns:
-      A 900x550-pixel figure (log-scaled learning-rate axis).
-
-    Raises:
-      ImportError: when matplotlib is not installed.
-    """
-    from jax_softmax.plots import DPI, require_matplotlib
-
-    require_matplotlib()
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5.5), dpi=DPI, layout="constrained")
-    ax = fig.subplots()
-    runs = result.runs
-    l2s = sorted({r.l2 for r in runs})
-    batch_sizes = sorted({r.batch_size for r in runs})
-    styles = ("-", "--", ":", "-.")
-    for i, l2 in enumerate(l2s):
-        for j, batch_size in enumerate(batch_sizes):
-            members = [r for r in runs if r.l2 == l2 and r.batch_size == batch_size and not r.diverged]
-            lrs = sorted({r.lr for r in members})
-            if not lrs:
-                continue
-            color = f"C{i % 10}"
-            means = [100 * np.mean([r.val_accuracy for r in members if r.lr == lr]) for lr in lrs]
-            label = f"L2 {l2:g}" + (f", batch {batch_size}" if len(batch_sizes) > 1 else "")
-            ax.plot(lrs, means, styles[j % len(styles)], color=color, marker="o", ms=4, label=label)
-            if len({r.seed for r in members}) > 1:
-                ax.plot(
-                    [r.lr for r in members],
-                    [100 * r.val_accuracy for r in members],
-                    ".",
-                    color=color,
-                    alpha=0.4,
-                )
-    diverged = [r for r in runs if r.diverged]
-    if diverged:
-        ax.plot(
-            [r.lr for r in diverged],
-            [0.0] * len(diverged),
-            "x",
-            color="black",
-            ms=8,
-            transform=ax.get_xaxis_transform(),
-            clip_on=False,
-            label=f"diverged ({len(diverged)})",
-        )
-    if result.best is not None:
-        best = result.best
-        ax.plot([best.lr], [100 * best.val_accuracy], "*", color="gold", mec="black", ms=16, zorder=5)
-        test = "" if best.test_accuracy is None else f", test {100 * best.test_accuracy:.2f}%"
-        title = (
-            f"chosen: lr {best.lr:g}, L2 {best.l2:g}, seed {best.seed}, batch {best.batch_size} "
-            f"(validation {100 * best.val_accuracy:.2f}%{test})"
-        )
-    else:
-        title = "every member diverged"
-    ax.set_xscale("log")
-    ax.set(
-        xlabel="learning rate",
-        ylabel="validation accuracy (%)",
-        title=f"{len(runs)} models, {result.epochs} epochs each\n{title}",
-    )
-    ax.grid(alpha=0.3, which="both")
-    ax.legend()
-    return fig

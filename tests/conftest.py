@@ -26,6 +26,13 @@ if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
 os.environ[CACHE_DIR_ENV] = ""
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Marks every test that reads the real MNIST files ``mnist``: ``make test`` leaves them out."""
+    for item in items:
+        if {"mnist_dir", "mnist"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.mnist)
+
+
 def mnist_dir_or_none() -> Path | None:
     value = os.environ.get(DATA_DIR_ENV)
     if value and Path(value).is_dir():

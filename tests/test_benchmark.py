@@ -93,6 +93,7 @@ def test_memory_probe_child_trains_a_reference(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+@pytest.mark.slow
 def test_checks_prints_its_table():
     done = benchmark("checks", "--rounds", "1", "--calls", "2")
     assert done.returncode == 0, done.stderr
@@ -108,6 +109,7 @@ def test_checks_prints_its_table():
     ]
 
 
+@pytest.mark.slow
 def test_checks_as_json():
     done = benchmark("--only", "checks", "--rounds", "2", "--calls", "2", "--json")
     assert done.returncode == 0, done.stderr

@@ -72,6 +72,7 @@ def test_an_optax_object_trains_but_is_not_recorded():
         TrainConfig(optimizer=42)
 
 
+@pytest.mark.slow
 def test_fit_takes_a_config_and_overrides():
     from helpers import blobs
 

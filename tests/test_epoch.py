@@ -28,6 +28,7 @@ def test_shuffled_indices_is_jax_random_permutation(n):
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_shuffled_indices_accepts_raw_keys():
     key = jax.random.PRNGKey(7)
     np.testing.assert_array_equal(shuffled_indices(key, 500), jax.random.permutation(key, 500))
@@ -54,6 +55,7 @@ def replay(params, key, x, y, *, batch_size, grad, l2, lr):
 
 @pytest.mark.parametrize("grad", ["autodiff", "manual"])
 @pytest.mark.parametrize("l2", [0.0, 1e-2])
+@pytest.mark.slow
 def test_sgd_epoch_matches_make_update(grad, l2):
     # Plain SGD carries the weights transposed; the updates must be the same.
     x, y = device_blobs()
@@ -68,6 +70,7 @@ def test_sgd_epoch_matches_make_update(grad, l2):
     assert np.isfinite(float(mean_loss))
 
 
+@pytest.mark.slow
 def test_optax_epoch_matches_make_update():
     x, y = device_blobs()
     params = js.init_params(jax.random.key(1), 8, 3, scale=0.1)
@@ -94,6 +97,7 @@ def test_literal_zero_l2_changes_nothing():
     )
 
 
+@pytest.mark.slow
 def test_epoch_vmaps_over_learning_rates():
     # The epoch is a pure function: a vmap over models equals separate runs.
     x, y = device_blobs()

@@ -88,12 +88,14 @@ def test_manual_gradient_matches_autodiff(device, dtype, shape, kind, l2):
         assert error <= TOLERANCE[dtype]
 
 
+@pytest.mark.slow
 def test_check_grads_on_the_loss():
     with x64():
         params, x, y = problem("standard", (9, 6, 4), "float64", jax.devices()[0])
         check_grads(lambda p: js.loss(p, x, y, 1e-2), (params,), order=2, modes=("rev", "fwd"))
 
 
+@pytest.mark.slow
 def test_manual_gradient_does_not_call_autodiff(monkeypatch):
     params, x, y = problem("standard", (4, 3, 2), "float32", jax.devices()[0])
     expected = js.autodiff_grad(params, x, y)
@@ -116,6 +118,7 @@ def test_one_step_lowers_the_loss(grad):
     assert after < before
 
 
+@pytest.mark.slow
 def test_both_gradient_modes_agree_after_100_steps():
     params, x, y = problem("standard", (50, 30, 6), "float32", jax.devices()[0])
     results = {}

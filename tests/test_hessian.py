@@ -70,6 +70,7 @@ def test_manual_hvp_matches_autodiff(device, dtype, name, where, l2):
 
 @pytest.mark.parametrize("device", all_devices(), ids=lambda d: f"{d.platform}{d.id}")
 @pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+@pytest.mark.slow
 def test_manual_hvp_is_as_accurate_as_autodiff_at_logits_near_2000(device, shape):
     """Logits near 2000 a few units apart: float32 holds them to 1.2e-4, so any float32
     product is that far from the exact one, and two orders of rounding differ by about
@@ -97,6 +98,7 @@ def test_manual_hvp_does_not_call_autodiff(monkeypatch):
         assert relative_error(manual_hvp(params, x, y, v, 0.1), expected) <= TOLERANCE["float64"]
 
 
+@pytest.mark.slow
 def test_manual_hvp_matches_the_full_hessian():
     with x64():
         params, x, y = problem("standard", (11, 3, 4), "float64", jax.devices()[0])

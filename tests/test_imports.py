@@ -74,6 +74,7 @@ COLLECTOR = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_the_command_line_imports_with_the_collector_paused_then_freezes_them():
     result = subprocess.run([sys.executable, "-c", COLLECTOR], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

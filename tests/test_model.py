@@ -40,6 +40,7 @@ def test_loss_matches_a_float64_numpy_reference():
     np.testing.assert_allclose(float(js.loss(params, x, y, l2=0.01)), expected, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_loss_and_gradient_do_not_change_when_every_logit_shifts():
     # float64 so that the shifted logits themselves are exact to 1e-10; a naive
     # exp(z) would overflow at z = 1e6 in any precision.
@@ -56,6 +57,7 @@ def test_loss_and_gradient_do_not_change_when_every_logit_shifts():
                 np.testing.assert_allclose(g_shifted, g, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.slow
 def test_float32_logits_in_the_millions_stay_finite():
     params = js.Params(w=jnp.zeros((2, 3)), b=jnp.array([1e6, 2e6, 3e6]))
     x, y = jnp.ones((4, 2)), jnp.array([0, 1, 2, 2])

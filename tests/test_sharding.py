@@ -44,6 +44,7 @@ def max_difference(a, b) -> float:
     return float(np.abs(np.asarray(a) - np.asarray(b)).max())
 
 
+@pytest.mark.slow
 def test_four_devices_give_the_single_device_result(tmp_path, single_device):
     out = tmp_path / "four.npz"
     finish([start_worker(out, "--devices", "all,4,2,1", "--optimizers", "sgd,momentum", devices=4)], TIMEOUT)
@@ -89,6 +90,7 @@ print(json.dumps({{"hlo": hlo, "errors": errors}}))
 """
 
 
+@pytest.mark.slow
 def test_each_device_gathers_its_share_and_jit_inserts_the_reduction():
     result = subprocess.run(
         [sys.executable, "-c", FOUR_DEVICE_PROGRAM],
@@ -113,6 +115,7 @@ def test_each_device_gathers_its_share_and_jit_inserts_the_reduction():
     ]
 
 
+@pytest.mark.slow
 def test_two_processes_end_with_identical_parameters_equal_to_one_process(tmp_path, single_device):
     coordinator = f"127.0.0.1:{free_port()}"
     outs = [tmp_path / f"process{i}.npz" for i in range(2)]

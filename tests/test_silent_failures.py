@@ -30,6 +30,7 @@ def pixels(n=300, seed=0):
 
 
 @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+@pytest.mark.slow
 def test_fit_warns_once_about_raw_pixels_naming_the_fix(dtype):
     x, y = pixels()
     with pytest.warns(
@@ -161,6 +162,7 @@ def test_fit_refuses_seeds_that_would_repeat_another_run():
 # I/O errors: the file named, what was saved, exit status 3
 
 
+@pytest.mark.slow
 def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, capsys, monkeypatch):
     run = tmp_path / "run"
     real = checkpoint_module.write_atomically
@@ -186,12 +188,12 @@ def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, 
 
 
 def test_an_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
-    import jax_softmax.runs._directory as run_dir
+    import jax_softmax.runs as runs
 
     def read_only(out_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(out_dir))
 
-    monkeypatch.setattr(run_dir, "lock_run", read_only)
+    monkeypatch.setattr(runs, "lock_run", read_only)
     monkeypatch.setattr(
         js.data, "load_mnist", lambda *a, **k: pytest.fail("loaded data before --out was checked")
     )
@@ -227,12 +229,12 @@ def checkpoint(tmp_path):
 def test_an_image_over_the_size_limit_is_refused_from_its_header(tmp_path, monkeypatch):
     big = tmp_path / "big.png"
     Image.new("L", (300, 200), 255).save(big)
-    monkeypatch.setattr(js.images, "MAX_IMAGE_PIXELS", 50_000)
+    monkeypatch.setattr(js.data.images, "MAX_IMAGE_PIXELS", 50_000)
 
     def no_decoding(image):
         pytest.fail("decoded an image over the limit")
 
-    monkeypatch.setattr(js.images, "_grey_from_pil", no_decoding)
+    monkeypatch.setattr(js.data.images, "_grey_from_pil", no_decoding)
     with pytest.raises(
         ValueError, match=rf"{big}: too large: 300x200 pixels \(60,000\), the limit is 50,000"
     ):

@@ -12,13 +12,12 @@ from helpers import assert_trees_close, blobs
 
 import jax_softmax as js
 from jax_softmax.cli import main
-from jax_softmax.plots import save_figure
+from jax_softmax.plots import plot_sweep, save_figure
 from jax_softmax.sweeps import (
     SweepResult,
     SweepRun,
     format_sweep,
     parse_grid,
-    plot_sweep,
     rank_runs,
 )
 
@@ -39,6 +38,7 @@ def splits():
         ("autodiff", "adam", (0.003, 0.03), (30,)),
     ],
 )
+@pytest.mark.slow
 def test_every_member_equals_a_separate_fit(splits, grad, optimizer, lrs, batch_sizes):
     train, validation, _ = splits
     l2s, seeds = (0.0, 0.01), (0, 3)
@@ -84,6 +84,7 @@ def test_every_member_equals_a_separate_fit(splits, grad, optimizer, lrs, batch_
         assert run.train_loss == pytest.approx(history.epochs[-1].train_loss, rel=10 * rtol)
 
 
+@pytest.mark.slow
 def test_one_program_trains_every_member(splits, caplog):
     train, validation, _ = splits
     kwargs = dict(l2s=(0.0, 0.1), batch_sizes=(15,), optimizer="sgd", num_classes=3)

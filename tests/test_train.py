@@ -26,6 +26,7 @@ def test_fit_learns_separable_data(grad):
     assert params.w.shape == (8, 3)
 
 
+@pytest.mark.slow
 def test_fit_is_reproducible_and_seed_dependent():
     x, y = blobs()
     a, _ = js.fit((x, y), epochs=2, batch_size=32, num_classes=3, seed=1)
@@ -35,6 +36,7 @@ def test_fit_is_reproducible_and_seed_dependent():
     assert not np.array_equal(a.w, c.w)
 
 
+@pytest.mark.slow
 def test_fit_matches_the_update_step_batch_by_batch():
     # The scan must do exactly what make_update does on the same batches in order.
     x, y = blobs(n=100)
@@ -50,6 +52,7 @@ def test_fit_matches_the_update_step_batch_by_batch():
     np.testing.assert_allclose(params.w, expected.w, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_epochs_do_not_recompile():
     x, y = blobs()
     with count_compiles() as compiles:
@@ -61,6 +64,7 @@ def test_epochs_do_not_recompile():
 
 
 @pytest.mark.parametrize("optimizer", ["momentum", "adam"])
+@pytest.mark.slow
 def test_fit_with_optax_optimizers(optimizer):
     x, y = blobs()
     _, history = js.fit((x, y), (x, y), epochs=3, batch_size=50, lr=0.01, optimizer=optimizer, num_classes=3)
@@ -154,6 +158,7 @@ def test_pixel_features_are_the_host_features_bit_for_bit():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.slow
 def test_fit_on_uint8_pixels_equals_fit_on_their_features(optimizer):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (300, 40), dtype=np.uint8)

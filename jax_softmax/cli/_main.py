@@ -65,7 +65,7 @@ def _raised_by_the_package(error: BaseException) -> bool:
         frame = frame.tb_next
     if frame is None:
         return False
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]  # jax_softmax/
     return Path(frame.tb_frame.f_code.co_filename).resolve().is_relative_to(package)
 
 

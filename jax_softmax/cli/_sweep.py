@@ -176,8 +176,7 @@ def run_sweep(args: argparse.Namespace) -> int:
         callback=report,
     )
     if args.plot is not None:
-        from jax_softmax.plots import save_figure
-        from jax_softmax.sweeps import plot_sweep
+        from jax_softmax.plots import plot_sweep, save_figure
 
         save_figure(plot_sweep(result), args.plot)
     _print_sweep_result(args, result)

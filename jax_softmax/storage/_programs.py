@@ -185,11 +185,16 @@ def _host_cpu() -> list[str]:
     return [platform.machine(), *(f"{k}: {v}" for k, v in sorted(first.items()))]
 
 
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+"""The package's directory, whose every Python file, at any depth, is part of a program's key."""
+
+
 def _source_digest() -> str:
-    """SHA-256 over this package's Python files, names and bytes."""
+    """SHA-256 over the package's Python files at any depth: their paths and bytes."""
     digest = hashlib.sha256()
-    for path in sorted(Path(__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(PACKAGE_DIR.rglob("*.py")):
+        name = path.relative_to(PACKAGE_DIR).as_posix()
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

@@ -28,6 +28,7 @@ def noisy_split(seed: int = 0):
     return (x[:400], y[:400]), (x[400:], y[400:])
 
 
+@pytest.mark.slow
 def test_the_path_is_solved_strongest_first_each_point_from_the_last(monkeypatch):
     train, validation = noisy_split()
     calls = []
@@ -78,6 +79,7 @@ def test_the_best_validation_accuracy_is_chosen_and_its_figures_are_true():
     assert path.best_point.val_loss == pytest.approx(float(loss))
 
 
+@pytest.mark.slow
 def test_a_tie_goes_to_the_stronger_regularisation():
     x = np.array([[0.0], [1.0], [2.0], [3.0]], np.float32)
     y = np.array([0, 0, 1, 1])
@@ -107,6 +109,7 @@ def test_one_point_needs_no_validation():
     assert path.best_point.converged and path.best_point.seconds > 0
 
 
+@pytest.mark.slow
 def test_float64():
     train, validation = noisy_split()
     with pytest.raises(ValueError, match="float64 needs 64-bit JAX"):

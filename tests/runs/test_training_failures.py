@@ -60,6 +60,7 @@ def epoch_keys(seed: int, epochs: int):
 # Non-finite values
 
 
+@pytest.mark.slow
 def test_the_scan_guard_keeps_the_last_finite_carry():
     def step(total, x):
         total = total * x
@@ -76,6 +77,7 @@ def test_the_scan_guard_keeps_the_last_finite_carry():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.slow
 def test_the_check_changes_nothing_while_training_stays_finite(optimizer):
     x, y = synthetic()
     params, history = fit(optimizer=optimizer, lr=0.5 if optimizer == "sgd" else 0.01)
@@ -94,6 +96,7 @@ def test_the_check_changes_nothing_while_training_stays_finite(optimizer):
     np.testing.assert_array_equal(np.asarray(params.b), np.asarray(reference.b))
 
 
+@pytest.mark.slow
 def test_divergence_stops_at_the_first_non_finite_step_and_keeps_the_last_finite_parameters():
     x, y = synthetic()
     lr, l2 = 300.0, 0.03  # lr * l2 = 9: the weights are multiplied by -8 at every step
@@ -128,6 +131,7 @@ def test_divergence_stops_at_the_first_non_finite_step_and_keeps_the_last_finite
     assert "Lower the learning rate (it is 300; try 30)" in message
 
 
+@pytest.mark.slow
 def test_a_huge_learning_rate_overflows_in_one_step():
     params, history = fit(lr=1e38)
     stop = history.stopped
@@ -137,6 +141,7 @@ def test_a_huge_learning_rate_overflows_in_one_step():
     assert all(bool(jnp.all(jnp.isfinite(p))) for p in params)
 
 
+@pytest.mark.slow
 def test_on_nonfinite_raise_carries_epoch_step_and_parameters():
     kept, history = fit(epochs=30, lr=300.0, l2=0.03)
     with pytest.raises(js.NonFiniteError) as caught:
@@ -165,6 +170,7 @@ def test_fit_checks_the_new_arguments():
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.slow
 def test_resuming_gives_the_uninterrupted_parameters_bit_for_bit(optimizer):
     lr = 0.5 if optimizer == "sgd" else 0.01
     full, full_history = fit(epochs=5, optimizer=optimizer, lr=lr, seed=3)
@@ -190,6 +196,7 @@ def test_resuming_gives_the_uninterrupted_parameters_bit_for_bit(optimizer):
     np.testing.assert_array_equal(np.asarray(resumed.b), np.asarray(full.b))
 
 
+@pytest.mark.slow
 def test_optimizer_state_round_trip_and_mismatches(tmp_path):
     params = js.init_params(jax.random.key(1), 20, NUM_CLASSES)
     adam = optax.adam(0.01)
@@ -254,6 +261,7 @@ def train(argv, capsys):
     return status, out, err
 
 
+@pytest.mark.slow
 def test_train_stops_on_divergence_and_saves_the_last_finite_parameters(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--data-dir", str(mnist_dir), "--epochs", "2", "--lr", "1000", "--l2", "0.01"]
@@ -277,6 +285,7 @@ def test_train_stops_on_divergence_and_saves_the_last_finite_parameters(mnist_di
     assert "nothing saved in" in err and not (tmp_path / "raised" / "params.npz").exists()
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_the_last_epoch_and_resume_finishes_the_run_exactly(mnist_dir, tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--data-dir", str(mnist_dir), "--optimizer", "adam", "--lr", "0.001", "--seed", "5"]

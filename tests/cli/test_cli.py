@@ -27,6 +27,7 @@ def test_default_training_reaches_92_percent_on_mnist(mnist_dir, grad, capsys):
     assert "epoch  20/20" in err
 
 
+@pytest.mark.slow
 def test_human_output_and_float64(mnist_dir):
     # A subprocess: --dtype float64 switches on 64-bit JAX for the whole process.
     result = run_cli("train", "--data-dir", str(mnist_dir), "--epochs", "1", "--dtype", "float64")
@@ -48,6 +49,7 @@ def test_human_output_and_float64(mnist_dir):
         (["train", "--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist: not a directory"),
     ],
 )
+@pytest.mark.slow
 def test_bad_input_is_one_line_and_status_2(args, message):
     result = run_cli(*args)
     assert result.returncode == 2
@@ -57,6 +59,7 @@ def test_bad_input_is_one_line_and_status_2(args, message):
     assert result.stdout == ""
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_training_set(mnist_dir):
     result = run_cli("train", "--data-dir", str(mnist_dir), "--batch-size", "54001")
     assert result.returncode == 2

@@ -72,6 +72,7 @@ def diagnose(sign, pixels, softmax, dtype="float32", config=CONFIG, data=SYNTHET
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.slow
 def test_fixed_pipeline_does_not_collapse(dtype):
     d = diagnose("correct", "scaled", "stable", dtype)
     assert d.verdict.cause is None and not d.collapsed and d.verdict.collapse_step is None
@@ -184,6 +185,7 @@ def test_replaying_near_a_collapse_changes_nothing_but_adds_measurements():
     )
 
 
+@pytest.mark.slow
 def test_the_initialisation_is_init_params_draw():
     from jax_softmax.diagnose._train import initial_params_and_orders
 
@@ -420,6 +422,7 @@ def test_float64_needs_64_bit_jax():
 
 @pytest.mark.parametrize("grad", ["autodiff", "manual"])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.slow
 def test_library_loss_and_update_stay_finite_on_raw_pixels(grad, dtype):
     (x, y), _ = SYNTHETIC
     with dtype_context(dtype):
@@ -438,6 +441,7 @@ def test_library_loss_and_update_stay_finite_on_raw_pixels(grad, dtype):
     assert largest > EXP_LIMITS[dtype][0]  # logits that overflow a naive exp
 
 
+@pytest.mark.slow
 def test_library_loss_and_update_stay_finite_on_raw_mnist(mnist_dir):
     raw = load_mnist_uint8(mnist_dir)
     x, y = jnp.asarray(raw.train.x[:20_000]), jnp.asarray(raw.train.y[:20_000])

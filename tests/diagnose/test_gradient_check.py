@@ -106,6 +106,7 @@ def slightly_off_float32(w, b, x, y):
 @pytest.mark.parametrize(
     "fn, dtype", [(correct, "float64"), (correct_float32, "float32"), (correct_jax, "float32")]
 )
+@pytest.mark.slow
 def test_a_correct_gradient_passes_in_its_own_dtype(fn, dtype):
     check = js.check_gradient(fn)
     assert check.verdict == "correct" and check.correct and check.dtype == dtype
@@ -256,6 +257,7 @@ def test_bad_inputs_are_named():
 # Real MNIST batches.
 
 
+@pytest.mark.slow
 def test_mnist_batches(mnist_dir):
     train = load_mnist_uint8(mnist_dir).train
     check = js.check_gradient(correct_float32, train.x, train.y)  # uint8 pixels, divided by 255
@@ -360,6 +362,7 @@ def test_cli_bad_input_is_one_line_and_status_2(gradients_file, capsys, target, 
     assert len(lines) == 1 and message.format(**names) in lines[0]
 
 
+@pytest.mark.slow
 def test_cli_subprocess_no_traceback_and_help(gradients_file):
     env = {k: v for k, v in os.environ.items() if k != DATA_DIR_ENV}
     run = subprocess.run(

@@ -174,6 +174,7 @@ KILLED_SAVE = textwrap.dedent(
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+@pytest.mark.slow
 def test_a_save_killed_midway_leaves_the_previous_checkpoint_loadable(tmp_path):
     path = tmp_path / "params.npz"
     child = subprocess.Popen(

@@ -33,6 +33,7 @@ def run(mnist_dir, tmp_path_factory):
     return out, stdout.getvalue()
 
 
+@pytest.mark.slow
 def test_train_out_writes_the_run_and_says_where(run):
     out, stdout = run
     assert sorted(p.name for p in out.iterdir()) == sorted(RUN_FILES)
@@ -56,6 +57,7 @@ def test_train_out_writes_the_run_and_says_where(run):
             assert np.asarray(image.convert("L")).std() > 10
 
 
+@pytest.mark.slow
 def test_train_out_with_json_prints_only_json_and_will_not_mix_runs(run, mnist_dir, capsys, monkeypatch):
     out, _ = run
     args = ["train", "--data-dir", str(mnist_dir), "--epochs", "1", "--json", "--out"]

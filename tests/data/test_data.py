@@ -178,6 +178,7 @@ def idx_reads(monkeypatch):
     return reads
 
 
+@pytest.mark.slow
 def test_cache_hit_equals_the_idx_read_bit_for_bit(mnist_dir, tmp_path, idx_reads):
     from_files = js.load_mnist(mnist_dir, cache=False)
     assert len(idx_reads) == 4
@@ -330,6 +331,7 @@ def mnist_server(mnist_dir, monkeypatch):
     server.shutdown()
 
 
+@pytest.mark.slow
 def test_tfds_download_path_downloads_once_and_matches_the_files(mnist_server, mnist, tmp_path, monkeypatch):
     monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
     downloaded = js.load_mnist(None, tfds_data_dir=tmp_path)

@@ -181,6 +181,7 @@ def test_bad_arguments_are_named_with_expected_and_actual(call, arguments, error
 
 
 @pytest.mark.parametrize("name", FUNCTIONS)
+@pytest.mark.slow
 def test_good_arguments_pass_in_every_accepted_form(name):
     call = FUNCTIONS[name]
     reference = call(GOOD)
@@ -201,6 +202,7 @@ def test_integer_pixels_are_converted_like_floats():
     np.testing.assert_array_equal(js.logits(PARAMS, pixels), js.logits(PARAMS, pixels.astype(np.float32)))
 
 
+@pytest.mark.slow
 def test_accelerator_path_reduces_on_the_device(monkeypatch):
     # Arrays on a GPU or TPU are checked with jax.numpy where they live; force that path here.
     monkeypatch.setattr(validation, "_on_host", lambda value: False)
@@ -231,6 +233,7 @@ def test_checks_change_no_result():
         np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.slow
 def test_checks_work_under_every_transformation():
     y_bad = jnp.array([0, 5])  # out of range: only a concrete value can show it
     # Static checks run on tracers too, with the same message...
@@ -532,6 +535,7 @@ def cli_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("case", CLI_CASES)
+@pytest.mark.slow
 def test_bad_command_lines_print_one_line_and_exit_2(cli_results, case):
     result, message = cli_results[case]
     assert result.returncode == 2, result.stderr

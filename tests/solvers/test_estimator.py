@@ -58,11 +58,13 @@ def centred(a):
 # is marked as an expected failure. The solver only changes what solve does, which the tests below
 # compare with scikit-learn for both; the suite runs on the default.
 @parametrize_with_checks([LogisticRegression()])
+@pytest.mark.slow
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
 
 @pytest.mark.parametrize("solver", ["newton-cg", "lbfgs"])
+@pytest.mark.slow
 def test_multiclass_reaches_scikit_learns_optimum(solver):
     x, y = overlapping_classes()
     c = 0.7
@@ -81,6 +83,7 @@ def test_multiclass_reaches_scikit_learns_optimum(solver):
     assert ours.score(x, y) == theirs.score(x, y)
 
 
+@pytest.mark.slow
 def test_binary_solves_the_two_class_multinomial_in_scikit_learns_shapes():
     x, y = overlapping_classes(classes=2, seed=1)
     c = 0.3
@@ -143,6 +146,7 @@ def test_integer_input_is_solved_in_float64():
     np.testing.assert_array_equal(model.coef_, expected.coef_)
 
 
+@pytest.mark.slow
 def test_fitting_float64_leaves_the_callers_x64_setting_alone():
     x, y = overlapping_classes()
     assert not jax.config.jax_enable_x64
@@ -167,6 +171,7 @@ def test_log_probabilities_come_from_log_softmax_not_from_probabilities():
     )
 
 
+@pytest.mark.slow
 def test_grid_search_over_c():
     x, y = overlapping_classes(n=150)
     search = GridSearchCV(LogisticRegression(), {"C": [1e-4, 1.0, 100.0]}, cv=3).fit(x, y)
@@ -261,6 +266,7 @@ def test_exported_from_the_package():
     assert "LogisticRegression" in js.__all__
 
 
+@pytest.mark.slow
 def test_without_scikit_learn_the_package_imports_and_the_estimator_says_how_to_install_it():
     child = textwrap.dedent(
         """

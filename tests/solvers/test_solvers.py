@@ -27,6 +27,7 @@ def max_gradient(params, x, y, l2) -> float:
 
 
 @pytest.mark.parametrize("method", ["newton-cg", "lbfgs"])
+@pytest.mark.slow
 def test_the_result_is_a_stationary_point_of_the_projects_loss(data, method):
     x, y = data
     with x64():
@@ -53,6 +54,7 @@ def test_newton_cg_and_lbfgs_reach_the_same_optimum(data):
     assert newton.iterations < 30 < lbfgs.iterations  # second order: a few steps
 
 
+@pytest.mark.slow
 def test_the_biases_are_centred(data):
     x, y = data
     result = js.solve(x.astype(np.float32), y, 1e-2)
@@ -83,6 +85,7 @@ def test_float32_data_is_solved_in_float32(data):
     assert result.objective == pytest.approx(exact.objective, rel=1e-6)
 
 
+@pytest.mark.slow
 def test_integer_inputs_are_solved_in_float32():
     x, y = blobs(90, features=3, classes=3)
     result = js.solve(np.round(x * 10).astype(np.int32), y, 1e-1)
@@ -108,6 +111,7 @@ def test_another_strength_or_tolerance_does_not_recompile(data):
     assert compiles[0] == 0
 
 
+@pytest.mark.slow
 def test_data_on_a_device_is_solved_there(data):
     x, y = data
     device = jax.devices()[-1]
@@ -115,6 +119,7 @@ def test_data_on_a_device_is_solved_there(data):
     assert result.params.w.devices() == {device}
 
 
+@pytest.mark.slow
 def test_rows_split_over_four_devices_give_the_single_device_optimum(tmp_path):
     out = tmp_path / "four.npz"
     finish([start_worker(out, "--solve", devices=4)], TIMEOUT)
@@ -129,6 +134,7 @@ def test_rows_split_over_four_devices_give_the_single_device_optimum(tmp_path):
     assert "must be a multiple of the number of devices, 4" in str(result["uneven_solve"])
 
 
+@pytest.mark.slow
 def test_two_processes_solve_their_rows_together(tmp_path):
     coordinator = f"127.0.0.1:{free_port()}"
     outs = [tmp_path / f"process{i}.npz" for i in range(2)]

@@ -36,6 +36,7 @@ def run_child(cache_dir):
     return float(value), int(requests), int(hits)
 
 
+@pytest.mark.slow
 def test_second_process_loads_from_the_cache(tmp_path):
     cache = tmp_path / "nested" / "cache"
     value, requests, hits = run_child(cache)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import jax
 import numpy as np
@@ -46,6 +47,7 @@ class Events:
         self.compiled += name == "/jax/core/compile/backend_compile_duration"
 
 
+@pytest.mark.slow
 def test_a_later_fit_loads_every_program_without_tracing_and_trains_the_same(store):
     _program_store.set_directory(None)
     expected, expected_history = js.fit(TRAIN, VALIDATION, **SETTINGS)
@@ -67,6 +69,7 @@ def test_a_later_fit_loads_every_program_without_tracing_and_trains_the_same(sto
         ]
 
 
+@pytest.mark.slow
 def test_settings_that_change_the_program_change_its_key(store):
     js.fit(TRAIN, **SETTINGS)
     kept = set(programs(store))
@@ -83,6 +86,7 @@ def test_settings_that_change_the_program_change_its_key(store):
     assert len([name for name in programs(store) if name.startswith("start-")]) == 2
 
 
+@pytest.mark.slow
 def test_an_optimizer_object_is_not_kept(store):
     params, _ = js.fit(TRAIN, **{**SETTINGS, "optimizer": optax.adam(0.1)})
     assert not any(name.startswith("epoch-") for name in programs(store))
@@ -112,6 +116,7 @@ def test_a_change_to_the_code_or_the_libraries_changes_every_key(monkeypatch):
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "garbage"])
+@pytest.mark.slow
 def test_a_damaged_program_is_compiled_again(store, damage):
     expected, _ = js.fit(TRAIN, VALIDATION, **SETTINGS)
     kept = programs(store)
@@ -136,6 +141,7 @@ def test_a_damaged_program_is_compiled_again(store, damage):
     assert_trees_equal(params, expected)
 
 
+@pytest.mark.slow
 def test_the_oldest_programs_go_beyond_the_limit(store, monkeypatch):
     monkeypatch.setattr(_program_store, "MAX_ENTRIES", 2)
     js.fit(TRAIN, **SETTINGS)  # a set-up and an epoch
@@ -172,17 +178,43 @@ def test_a_program_jax_had_already_cached_is_kept_runnable(mnist_dir, tmp_path):
     assert train() == expected
 
 
+@pytest.mark.slow
 def test_fit_from_host_parameters_keeps_and_loads_its_programs(store):
     params, _ = js.fit(TRAIN, **SETTINGS)
     host = jax.tree.map(np.asarray, params)  # NumPy arrays, as from np.load
     first, _ = js.fit(TRAIN, params=host, **SETTINGS)
-    second, _ = js.fit(TRAIN, params=host, **SETTINGS)
+    kept = programs(store)
+    assert any(name.startswith("epoch-") for name in kept)
+    with Events() as events:
+        second, _ = js.fit(TRAIN, params=host, **SETTINGS)
+    assert (events.traced, events.compiled) == (0, 0)
+    assert programs(store) == kept
     _program_store.set_directory(None)
     expected, _ = js.fit(TRAIN, params=host, **SETTINGS)
     assert_trees_equal(first, expected)
     assert_trees_equal(second, expected)
 
 
+def test_an_edit_to_a_module_of_a_sub_package_compiles_afresh(store, tmp_path, monkeypatch):
+    js.fit(TRAIN, **SETTINGS)
+    kept = programs(store)
+    copy = tmp_path / "jax_softmax"
+    shutil.copytree(_program_store.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    edited = copy / "train" / "_epoch.py"
+    edited.write_text(edited.read_text() + "\n# an edit\n")
+    monkeypatch.setattr(_program_store, "PACKAGE_DIR", copy)
+    _program_store._static_environment.cache_clear()
+    try:
+        with Events() as events:
+            js.fit(TRAIN, **SETTINGS)
+    finally:
+        _program_store._static_environment.cache_clear()
+    assert events.compiled >= 1
+    new = set(programs(store)) - set(kept)
+    assert sorted(name.split("-")[0] for name in new) == ["epoch", "start"]
+
+
+@pytest.mark.slow
 def test_optax_s_version_is_part_of_an_optax_program_s_key(store, monkeypatch):
     from jax_softmax.train import _fit as train
 

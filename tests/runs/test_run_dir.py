@@ -64,6 +64,7 @@ def test_metrics_lines_round_trip_and_survive_a_cut_off_write(tmp_path):
         read_metrics(path)
 
 
+@pytest.mark.slow
 def test_fit_callback_keeps_the_directory_at_the_last_completed_epoch(tmp_path):
     data = fake_mnist()
     metadata = run_metadata({"epochs": 3, "lr": 0.5}, data)

@@ -32,7 +32,7 @@ from jax_softmax.runs.checkpoint import CheckpointError, read_checkpoint, read_o
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def command(*args: str) -> list[str]:
@@ -198,6 +198,7 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.slow
 def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, tmp_path, signum):
     # From the package's first import (the interpreter's own start, tens of milliseconds,
     # is before any of its code) to the first epoch.
@@ -253,6 +254,7 @@ def test_a_signal_while_shutting_down_gives_one_line_and_its_exit_status(signum)
     assert result.stderr == f"jax-softmax: {signal.Signals(signum).name} while shutting down; stopped\n"
 
 
+@pytest.mark.slow
 def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
     run = tmp_path / "run"
     proc = subprocess.Popen(
@@ -294,6 +296,7 @@ def _assert_sigterm_stops_before_the_first_epoch(mnist_dir, run, capsys) -> None
     )
 
 
+@pytest.mark.slow
 def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
     """A SIGTERM whose exception some library caught is noticed at the next epoch's save."""
     real_fit = js.train.fit
@@ -315,6 +318,7 @@ def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
 
 
+@pytest.mark.slow
 def test_a_signal_inside_a_garbage_collection_callback_prints_no_traceback(
     mnist_dir, tmp_path, capsys, monkeypatch
 ):
@@ -365,6 +369,7 @@ time.sleep(120)
 """
 
 
+@pytest.mark.slow
 def test_one_writer_per_run_directory(mnist_dir, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
@@ -475,6 +480,7 @@ def damaged_positions(data: bytes) -> list[int]:
     return sorted(structure | set(range(0, len(data), 53)))
 
 
+@pytest.mark.slow
 def test_every_flipped_or_cut_byte_gives_a_checkpoint_error(real_checkpoint, tmp_path):
     data = real_checkpoint.read_bytes()
     leaves = read_opt_state_leaves(real_checkpoint)
@@ -507,6 +513,7 @@ def test_every_flipped_or_cut_byte_gives_a_checkpoint_error(real_checkpoint, tmp
     assert refused > len(positions) // 2
 
 
+@pytest.mark.slow
 def test_the_command_line_refuses_a_damaged_checkpoint_in_one_line(real_checkpoint, tmp_path):
     data = bytearray(real_checkpoint.read_bytes())
     run = tmp_path / "run"

@@ -52,6 +52,7 @@ def cli(capsys):
     jax.config.update("jax_enable_x64", x64)
 
 
+@pytest.mark.slow
 def test_json_on_features_holds_the_path_and_the_choice(features):
     # A fresh process: the default float64 switches on 64-bit JAX for all of it.
     result = run_cli("solve", "--features", features, "--json")
@@ -86,6 +87,7 @@ def test_json_on_features_holds_the_path_and_the_choice(features):
     assert {"val_loss", "solve_seconds", "device", "tol"} <= set(output) and "out" not in output
 
 
+@pytest.mark.slow
 def test_the_table_and_the_choice_are_printed(cli, features, tmp_path):
     arrays = np.load(features)
     with_val = tmp_path / "with_val.npz"
@@ -111,6 +113,7 @@ def test_one_C_without_validation_uses_every_training_row(cli, features):
     assert output["C"] == 1.0 and output["l2"] == pytest.approx(1 / 600)
 
 
+@pytest.mark.slow
 def test_l2_values_and_no_test_split(cli, tmp_path):
     path = tmp_path / "train_only.npz"
     write_features(path, x_test=None, y_test=None)
@@ -296,6 +299,7 @@ def test_bad_flags_are_one_line_and_status_2(cli, features, args, message):
     assert len(err.strip().splitlines()) == 1 and out == ""
 
 
+@pytest.mark.slow
 def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path):
     files = bad_files(tmp_path)
     for name in ("nan", "float labels", "lengths", "truncated"):
@@ -321,6 +325,7 @@ def test_the_parser_matches_the_library():
             assert action.help and action.help.count("default") <= 1, action.option_strings
 
 
+@pytest.mark.slow
 def test_a_subset_of_mnist_as_features_is_evaluated_like_a_trained_model(cli, mnist_dir, mnist, tmp_path):
     path = tmp_path / "mnist_part.npz"
     train, test = mnist.train, mnist.test

@@ -19,9 +19,10 @@ wrong shape or value, naming the argument, what it must be and what it is.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -335,3 +336,18 @@ def check_dtype_enabled(dtype: Any) -> None:
     """
     if np.dtype(dtype) == np.float64 and not jax.config.jax_enable_x64:
         raise ValueError("dtype float64 needs 64-bit JAX: set jax.config.update('jax_enable_x64', True)")
+
+
+@contextlib.contextmanager
+def x64(enabled: bool = True) -> Iterator[None]:
+    """64-bit JAX inside the block only (nothing changes with ``enabled`` false)."""
+    if not enabled or jax.config.jax_enable_x64:
+        yield
+    elif hasattr(jax, "enable_x64"):
+        with jax.enable_x64(True):
+            yield
+    else:  # older JAX
+        from jax.experimental import enable_x64
+
+        with enable_x64():
+            yield

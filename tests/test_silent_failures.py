@@ -188,12 +188,12 @@ def test_a_full_disk_names_the_file_and_what_the_run_holds(mnist_dir, tmp_path, 
 
 
 def test_an_unwritable_out_is_found_before_training(tmp_path, capsys, monkeypatch):
-    import jax_softmax.runs as runs
+    from jax_softmax.runs import _train_run
 
     def read_only(out_dir):
         raise PermissionError(errno.EACCES, "Permission denied", str(out_dir))
 
-    monkeypatch.setattr(runs, "lock_run", read_only)
+    monkeypatch.setattr(_train_run, "lock_run", read_only)
     monkeypatch.setattr(
         js.data, "load_mnist", lambda *a, **k: pytest.fail("loaded data before --out was checked")
     )

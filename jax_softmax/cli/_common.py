@@ -249,15 +249,16 @@ def start_devices(args: argparse.Namespace) -> int:
     return parallel.num_devices
 
 
-def lock_out_dir(args: argparse.Namespace, doing: str):
+def lock_out_dir(out: str, doing: str, on_exit: list):
     """Creates ``--out`` and locks it for this process until the command ends.
 
     Creating the lock file is the first write there, so an unwritable directory is
     reported now, before anything is computed.
 
     Args:
-      args: the parsed flags, with ``out`` and the ``on_exit`` list the lock's release joins.
-      doing: what the command would have done, for the message (``"trained"``, ``"solved"``).
+      out: the directory ``--out`` names.
+      doing: what the command would have done, for the message (``"solved"``).
+      on_exit: the command's list of what to do as it ends; the lock's release joins it.
 
     Returns:
       The lock.
@@ -269,16 +270,16 @@ def lock_out_dir(args: argparse.Namespace, doing: str):
     from jax_softmax.runs import RunInUseError, lock_run, make_run_dir
 
     try:
-        lock = lock_run(make_run_dir(args.out))
+        lock = lock_run(make_run_dir(out))
     except RunInUseError as e:
         raise CommandError(str(e)) from None
     except NotADirectoryError as e:
         raise CommandError(f"--out {e}") from None
     except OSError as e:
         raise WriteError(
-            f"--out {args.out}: cannot write there ({e.strerror or e}); nothing {doing}"
+            f"--out {out}: cannot write there ({e.strerror or e}); nothing {doing}"
         ) from None
-    args.on_exit.append(lock.release)
+    on_exit.append(lock.release)
     return lock
 
 

@@ -141,7 +141,7 @@ def _open_out_dir(args: argparse.Namespace):
     """Creates and locks ``--out`` until the command ends, refusing a run already there (or removing it)."""
     from jax_softmax.runs import RunExistsError, start_run
 
-    lock_out_dir(args, "solved")
+    lock_out_dir(args.out, "solved", args.on_exit)
     try:
         return start_run(args.out, overwrite=args.overwrite)
     except RunExistsError as e:

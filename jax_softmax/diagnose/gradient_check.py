@@ -18,7 +18,6 @@ about 5). The mistakes people make have a shape, and the verdict names it:
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import math
@@ -26,11 +25,11 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
+from jax_softmax._validation import x64 as x64  # 64-bit JAX inside a block
 from jax_softmax.config import CHECK_GRADIENT_BATCH_SIZES
 from jax_softmax.diagnose._gradient_verdict import PointCheck, classify, point_check
 from jax_softmax.gradients import autodiff_grad
@@ -101,19 +100,6 @@ def tolerance(dtype: np.dtype) -> float:
     0.05
     """
     return min(ROUNDING_ULPS * float(jnp.finfo(dtype).eps), MAX_TOLERANCE)
-
-
-@contextlib.contextmanager
-def x64():
-    """64-bit JAX inside the block only."""
-    if hasattr(jax, "enable_x64"):
-        with jax.enable_x64(True):
-            yield
-    else:  # older JAX
-        from jax.experimental import enable_x64
-
-        with enable_x64():
-            yield
 
 
 def _draw_batches(

@@ -27,6 +27,7 @@ from jax_softmax.runs._directory import (
     read_metrics,
     remove_temp_files,
 )
+from jax_softmax.runs import _train_run
 from jax_softmax.runs._resume import load_run, read_run_metadata
 from jax_softmax.runs.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
 
@@ -313,7 +314,7 @@ def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path
 
         return real_fit(*args, checkpoint_callback=callback, **kwargs)
 
-    monkeypatch.setattr(js.train, "fit", fit_that_swallows)
+    monkeypatch.setattr(_train_run, "fit", fit_that_swallows)
     _assert_sigterm_stops_before_the_first_epoch(mnist_dir, tmp_path / "run", capsys)
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
 
@@ -339,7 +340,7 @@ def test_a_signal_inside_a_garbage_collection_callback_prints_no_traceback(
         assert ref() is None
         return real_fit(*args, **kwargs)
 
-    monkeypatch.setattr(js.train, "fit", fit_after_a_collection)
+    monkeypatch.setattr(_train_run, "fit", fit_after_a_collection)
     _assert_sigterm_stops_before_the_first_epoch(mnist_dir, tmp_path / "run", capsys)
 
 

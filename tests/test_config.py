@@ -64,8 +64,16 @@ def test_recorded_round_trip():
 
 
 def test_an_optax_object_trains_but_is_not_recorded():
+    from helpers import blobs
+
     optax = pytest.importorskip("optax")
-    config = TrainConfig(optimizer=optax.adam(1e-3))
+    x, y = blobs(n=120)
+    settings = {"epochs": 2, "batch_size": 40, "num_classes": 3, "lr": 0.1}
+    config = TrainConfig(optimizer=optax.adam(0.1), **settings)
+    params, history = js.fit((x, y), (x, y), config)
+    named, _ = js.fit((x, y), (x, y), TrainConfig(optimizer="adam", **settings))
+    assert len(history.epochs) == 2 and history.epochs[-1].train_loss < history.epochs[0].train_loss
+    assert (params.w == named.w).all()  # the object is the optimizer the name builds
     with pytest.raises(ValueError, match="cannot be recorded"):
         config.recorded()
     with pytest.raises(TypeError, match="optimizer must be a name or an optax"):

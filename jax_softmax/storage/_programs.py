@@ -40,8 +40,10 @@ from typing import Any
 
 import jax
 
-_MAGIC = b"jax-softmax program 1\n"
-_DIGEST_BYTES = 32
+from jax_softmax.storage.files import checksum, write_atomically
+
+_MAGIC = b"jax-softmax program 2\n"
+_CHECKSUM_BYTES = 4
 _SUFFIX = ".program"
 MAX_ENTRIES = 256
 """Programs kept; beyond it the least recently used are removed."""
@@ -205,9 +207,9 @@ def _load(path: Path) -> jax.stages.Compiled | None:
         data = path.read_bytes()
     except OSError:
         return None
-    head = len(_MAGIC) + _DIGEST_BYTES
+    head = len(_MAGIC) + _CHECKSUM_BYTES
     payload = data[head:]
-    if not data.startswith(_MAGIC) or hashlib.sha256(payload).digest() != data[len(_MAGIC) : head]:
+    if not data.startswith(_MAGIC) or checksum(payload).to_bytes(4, "big") != data[len(_MAGIC) : head]:
         return None
     try:
         serialized, in_tree, out_tree = pickle.loads(payload)
@@ -225,13 +227,12 @@ def _store(path: Path, program: jax.stages.Compiled) -> None:
     """Keeps ``program`` at ``path`` if it can; a program that cannot be kept is not an error."""
     from jax.experimental.serialize_executable import serialize
 
-    from jax_softmax.storage.files import write_atomically
 
     try:
         payload = pickle.dumps(serialize(program))
     except Exception:  # a backend that cannot serialize its executables
         return
-    data = _MAGIC + hashlib.sha256(payload).digest() + payload
+    data = _MAGIC + checksum(payload).to_bytes(4, "big") + payload
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, lambda f: f.write(data))

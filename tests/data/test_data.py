@@ -301,6 +301,8 @@ def test_real_mnist_split(mnist, mnist_dir):
 
 
 def test_no_data_dir_and_no_network_names_both_ways_out(tmp_path, monkeypatch):
+    pytest.importorskip("tensorflow_datasets", reason="the download path needs tensorflow-datasets")
+
     def offline(*args, **kwargs):
         raise OSError("name resolution failed")
 
@@ -317,6 +319,7 @@ def test_no_data_dir_and_no_network_names_both_ways_out(tmp_path, monkeypatch):
 @pytest.fixture
 def mnist_server(mnist_dir, monkeypatch):
     """Serves the real MNIST files over HTTP on 127.0.0.1, standing in for the internet."""
+    pytest.importorskip("tensorflow_datasets", reason="the download path needs tensorflow-datasets")
     from tensorflow_datasets.image_classification.mnist import MNIST
 
     class Quiet(http.server.SimpleHTTPRequestHandler):

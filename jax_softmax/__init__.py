@@ -48,6 +48,7 @@ _EXPORTS: dict[str, str | tuple[str, str]] = {
     # data and checkpoints
     "load_mnist": "data",
     "IdxError": "data",
+    "deskew": "data",
     "save_params": "runs.checkpoint",
     "load_params": "runs.checkpoint",
     "CheckpointError": "runs.checkpoint",
@@ -78,7 +79,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what static analysers and IDEs see: the same names, imported eagerly
     from jax_softmax.config import TrainConfig
-    from jax_softmax.data import IdxError, load_mnist
+    from jax_softmax.data import IdxError, deskew, load_mnist
     from jax_softmax.data.images import preprocess_image
     from jax_softmax.diagnose import run_diagnosis
     from jax_softmax.diagnose.gradient_check import check_gradient
@@ -116,6 +117,7 @@ __all__ = [
     "initialize_distributed",
     "load_mnist",
     "IdxError",
+    "deskew",
     "save_params",
     "load_params",
     "CheckpointError",

@@ -31,7 +31,7 @@ DTYPES: tuple[str, ...] = ("float32", "float64")
 CHECK_GRADIENT_BATCH_SIZES: tuple[int, ...] = (1, 7, 200)
 """The batch sizes :func:`jax_softmax.check_gradient` tries by default."""
 
-RECORDED = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype")
+RECORDED = ("epochs", "batch_size", "lr", "grad", "optimizer", "l2", "init_scale", "seed", "dtype", "deskew")
 """The fields a checkpoint records and ``train --resume`` takes back: what fixes the run's result."""
 
 
@@ -57,6 +57,7 @@ class TrainConfig:
       num_classes: number of classes, >= 1.
       on_nonfinite: ``"stop"`` or ``"raise"`` when a step goes NaN or infinite.
       devices: how many devices share each batch; ``None`` for all of them.
+      deskew: deskew every image first (:func:`jax_softmax.deskew`): 28x28 inputs only.
 
     Raises:
       ValueError, TypeError: for a field out of its range, naming it.
@@ -77,6 +78,7 @@ class TrainConfig:
     num_classes: int = 10
     on_nonfinite: str = "stop"
     devices: int | None = None
+    deskew: bool = False
 
     def __post_init__(self) -> None:
         _check_int("epochs", self.epochs, 1)
@@ -92,6 +94,8 @@ class TrainConfig:
         _check_number("init_scale", self.init_scale, positive=False)
         _check_choice("grad", self.grad, GRAD_MODES)
         _check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
+        if not isinstance(self.deskew, (bool, np.bool_)):
+            raise TypeError(f"deskew must be True or False, got {self.deskew!r}")
         if isinstance(self.optimizer, str):
             _check_choice("optimizer", self.optimizer, OPTIMIZER_NAMES)
         elif not hasattr(self.optimizer, "update") or not hasattr(self.optimizer, "init"):
@@ -105,6 +109,7 @@ class TrainConfig:
         _check_choice("dtype", dtype, DTYPES)
         object.__setattr__(self, "dtype", dtype)  # jnp.float32 and "float32" alike
         object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "deskew", bool(self.deskew))
 
     def replace(self, **changes: Any) -> TrainConfig:
         """A copy with ``changes`` (field names), checked like a new config.
@@ -134,6 +139,7 @@ class TrainConfig:
         Raises:
           ValueError, TypeError: for a record missing a field, or holding a bad value.
         """
+        recorded = {"deskew": False, **recorded}  # recorded before deskewing existed
         missing = [name for name in RECORDED if name not in recorded]
         if missing:
             raise ValueError(f"the recorded training settings lack {', '.join(missing)}")

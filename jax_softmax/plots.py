@@ -120,6 +120,38 @@ def plot_weights(params: Params, image_shape: tuple[int, int] = (28, 28)) -> Fig
     return fig
 
 
+def plot_deskew(images: ArrayLike, count: int = 8) -> Figure:
+    """Digits before and after deskewing: the first ``count`` images, each above its deskewed copy.
+
+    Args:
+      images: ``[n, 784]`` or ``[n, 28, 28]`` pixels (uint8, or floats), ``n >= 1``.
+      count: how many to draw, at most ``n``.
+
+    Returns:
+      A figure of two rows: the images as given, and :func:`jax_softmax.deskew` of them.
+
+    Raises:
+      ValueError: for images of another shape, or no image.
+      ImportError: when matplotlib is not installed.
+    """
+    from jax_softmax.data import deskew
+
+    before = np.asarray(images)[:count]
+    if len(before) == 0:
+        raise ValueError("plot_deskew needs at least one image, got none")
+    after = np.asarray(deskew(before.astype(np.float32)))
+    fig = _figure(1.25 * len(before), 3.0)
+    axes = fig.subplots(2, len(before), squeeze=False)
+    for row, (label, shown) in enumerate((("as written", before), ("deskewed", after))):
+        for k, ax in enumerate(axes[row]):
+            ax.imshow(shown[k].reshape(28, 28), cmap="gray_r")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[row][0].set_ylabel(label)
+    fig.suptitle("deskewing: each digit sheared upright about its centre of mass")
+    return fig
+
+
 def plot_confusion(confusion: ArrayLike, title: str = "test set") -> Figure:
     """A confusion matrix with its counts written in the cells.
 

@@ -29,6 +29,8 @@ The measurements (the default run is ``epochs whole-process``):
 - ``solve``: time to the L2-regularised optimum (``js.solve``, Newton-CG and L-BFGS,
   float64 and float32) against scikit-learn's ``newton-cg`` and ``lbfgs``, each
   objective's distance from the lowest one of the run (scripts/_solver.py).
+- ``deskew``: ``js.deskew`` on MNIST's 70,000 images, once compiled, against a
+  per-image SciPy loop (scripts/_deskew.py).
 
 Every measurement times its cases in interleaved rounds (scripts/_timing.py) and
 prints Markdown (or, with ``--json``, one JSON object); progress goes to stderr.
@@ -101,6 +103,13 @@ def _solve(args, report, log) -> list[str]:
     return _solver.markdown(report)
 
 
+def _deskew(args, report, log) -> list[str]:
+    import _deskew
+
+    _deskew.measure(args, report, log)
+    return _deskew.markdown(report)
+
+
 # name -> (runs the measurement into the report and returns its Markdown lines, needs MNIST)
 MEASUREMENTS: dict[str, tuple[Callable, bool]] = {
     "epochs": (_epochs, True),
@@ -110,6 +119,7 @@ MEASUREMENTS: dict[str, tuple[Callable, bool]] = {
     "sweep-cost": (_sweep_cost, True),
     "data-parallel": (_data_parallel, True),
     "solve": (_solve, True),
+    "deskew": (_deskew, True),
 }
 
 

@@ -111,6 +111,15 @@ def add_data_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_deskew_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--deskew",
+        action="store_true",
+        help="deskew every image first (its slant sheared upright about its centre of mass): "
+        "a linear model then passes 95%% on MNIST",
+    )
+
+
 def add_cache_flags(parser: argparse.ArgumentParser) -> None:
     from jax_softmax.storage.cache import CACHE_DIR_ENV, default_cache_dir
 
@@ -276,9 +285,7 @@ def lock_out_dir(out: str, doing: str, on_exit: list):
     except NotADirectoryError as e:
         raise CommandError(f"--out {e}") from None
     except OSError as e:
-        raise WriteError(
-            f"--out {out}: cannot write there ({e.strerror or e}); nothing {doing}"
-        ) from None
+        raise WriteError(f"--out {out}: cannot write there ({e.strerror or e}); nothing {doing}") from None
     on_exit.append(lock.release)
     return lock
 

@@ -16,8 +16,13 @@ from jax_softmax.cli._common import (
 
 
 def _load_checkpoint(path: str):
-    """Loads a checkpoint for evaluate and predict, switching on 64-bit JAX if it needs it."""
-    from jax_softmax.runs import check_pixel_scaling
+    """Loads a checkpoint for evaluate and predict, switching on 64-bit JAX if it needs it.
+
+    Returns:
+      ``(checkpoint, deskew)``: whether the model was trained on deskewed images, which
+      it is then fed too.
+    """
+    from jax_softmax.runs import check_pixel_scaling, check_preprocessing
     from jax_softmax.runs.checkpoint import read_checkpoint, to_checkpoint
 
     if not os.path.exists(path):
@@ -29,7 +34,7 @@ def _load_checkpoint(path: str):
     enable_dtype(w.dtype.name)
     checkpoint = to_checkpoint(w, b, metadata, path)
     check_pixel_scaling(checkpoint.metadata, path)
-    return checkpoint
+    return checkpoint, "deskew" in check_preprocessing(checkpoint.metadata, path)
 
 
 def _add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
@@ -61,18 +66,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from jax_softmax.data import NUM_FEATURES, load_mnist
     from jax_softmax.evaluation import classification_report, format_report
 
-    checkpoint = _load_checkpoint(args.params)
+    checkpoint, deskew = _load_checkpoint(args.params)
     if checkpoint.params.w.shape[0] != NUM_FEATURES:
         raise CommandError(
             f"{args.params}: the model takes {checkpoint.params.w.shape[0]} features, "
             f"MNIST images have {NUM_FEATURES}"
         )
-    split = getattr(load_mnist(args.data_dir), args.split)
+    split = getattr(load_mnist(args.data_dir, deskew=deskew), args.split)
     report = classification_report(checkpoint.params, split.x, split.y)
     if args.json:
-        print(json.dumps({"params": args.params, "split": args.split, **report.to_json()}))
+        print(json.dumps({"params": args.params, "split": args.split, "deskew": deskew, **report.to_json()}))
     else:
-        print(f"{args.params} on the MNIST {args.split} set")
+        print(f"{args.params} on the MNIST {args.split} set{', deskewed' if deskew else ''}")
         print(format_report(report))
     return 0
 
@@ -104,7 +109,7 @@ def run_predict(args: argparse.Namespace) -> int:
     from jax_softmax.data.images import input_names, load_inputs
     from jax_softmax.evaluation import class_probabilities
 
-    checkpoint = _load_checkpoint(args.params)
+    checkpoint, deskew = _load_checkpoint(args.params)
     invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
     # Each file on its own: one that cannot be read is reported, the others classified.
     names, rows, errors = [], [], []
@@ -119,6 +124,10 @@ def run_predict(args: argparse.Namespace) -> int:
         rows.append(x)
     if rows:
         x = np.concatenate(rows)
+        if deskew:  # as the model's training images were
+            from jax_softmax.data import deskew as deskew_images
+
+            x = np.asarray(deskew_images(x.astype(np.float32)), x.dtype)
         probabilities = np.asarray(class_probabilities(checkpoint.params, x), np.float64)
     else:
         probabilities = np.zeros((0, checkpoint.params.w.shape[1]))

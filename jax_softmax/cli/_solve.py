@@ -18,6 +18,7 @@ from jax_softmax.cli._common import (
     CommandError,
     WriteError,
     add_data_flags,
+    add_deskew_flag,
     enable_dtype,
     lock_out_dir,
     positive_float,
@@ -72,6 +73,7 @@ def add_solve_command(subparsers) -> None:
         help="the L2 strength of the mean loss instead, >= 0: one value or a list, as --C",
     )
     p.add_argument("--features", metavar="FILE.npz", help="solve on the arrays in FILE.npz instead of MNIST")
+    add_deskew_flag(p)
     add_data_flags(p)
     p.add_argument("--method", choices=SOLVE_METHODS, default="newton-cg", help="the solver")
     p.add_argument(
@@ -105,6 +107,8 @@ def run_solve(args: argparse.Namespace) -> int:
     from jax_softmax.solvers import NotConvergedWarning, solve_path
 
     enable_dtype(args.dtype)
+    if args.deskew and args.features is not None:
+        raise CommandError("--deskew deskews MNIST's images; the rows of --features are not images")
     path_given = args.C is None and args.l2 is None or len(args.C or args.l2) > 1
     data = read_features(args.features, path_given) if args.features is not None else read_mnist(args)
     # After the data is read and checked (bad input leaves a run there alone), before solving.
@@ -212,6 +216,7 @@ def _save(out_dir, args: argparse.Namespace, data: SolveData, result):
     }
     if data.source == "MNIST":
         metadata.update(image_shape=list(IMAGE_SHAPE), pixel_divisor=PIXEL_DIVISOR)
+        metadata["preprocessing"] = ["deskew"] if args.deskew else []
     else:
         metadata["features_file"] = os.path.abspath(data.source)
     path = out_dir / PARAMS_FILE
@@ -225,7 +230,13 @@ def _settings(args: argparse.Namespace) -> dict:
     from jax_softmax.solvers import DEFAULT_MAX_ITER
 
     max_iter = DEFAULT_MAX_ITER[args.method] if args.max_iter is None else args.max_iter
-    return {"method": args.method, "tol": args.tol, "max_iter": max_iter, "dtype": args.dtype}
+    return {
+        "method": args.method,
+        "tol": args.tol,
+        "max_iter": max_iter,
+        "dtype": args.dtype,
+        "deskew": args.deskew,
+    }
 
 
 def _split_sizes(data: SolveData) -> dict[str, int | None]:

@@ -36,7 +36,7 @@ class SolveData(NamedTuple):
 def read_mnist(args: argparse.Namespace) -> SolveData:
     from jax_softmax.data import load_mnist
 
-    data = load_mnist(args.data_dir)
+    data = load_mnist(args.data_dir, deskew=args.deskew)
     return SolveData(
         tuple(data.train),
         tuple(data.validation),

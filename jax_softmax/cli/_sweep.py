@@ -10,6 +10,7 @@ from jax_softmax.cli._common import (
     PROG,
     CommandError,
     add_data_flags,
+    add_deskew_flag,
     check_plot_path,
     enable_dtype,
     non_negative_float,
@@ -85,6 +86,7 @@ def add_sweep_command(subparsers) -> None:
         help=f"batch sizes, each its own program (default {show(DEFAULT_SWEEP_BATCH_SIZES)})",
     )
     _add_sweep_training_flags(p)
+    add_deskew_flag(p)
     add_data_flags(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw validation accuracy against learning rate")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -144,7 +146,7 @@ def run_sweep(args: argparse.Namespace) -> int:
     from jax_softmax.sweeps import sweep
 
     progress = sys.stderr if args.json else sys.stdout
-    data = load_mnist(args.data_dir)
+    data = load_mnist(args.data_dir, deskew=args.deskew)
     too_large = [b for b in args.batch_size if b > len(data.train.x)]
     if too_large:
         raise CommandError(

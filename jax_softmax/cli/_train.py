@@ -17,6 +17,7 @@ from jax_softmax.cli._common import (
     WriteError,
     add_cache_flags,
     add_data_flags,
+    add_deskew_flag,
     add_device_flags,
     data_cache,
     enable_cache,
@@ -71,6 +72,7 @@ def add_train_command(subparsers) -> None:
         default="float32",
         help="dtype of the parameters and arithmetic",
     )
+    add_deskew_flag(p)
     add_data_flags(p)
     _add_run_flags(p)
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
@@ -114,10 +116,13 @@ def _train_config(args: argparse.Namespace, devices: int | None):
 def describe_flags(flags, names: Sequence[str]) -> str:
     """``--batch-size 200 --lr 0.5 ...``: the flags ``names`` as a command line would give them."""
 
-    def show(value) -> str:
-        return f"{value:g}" if isinstance(value, float) else str(value)
+    def show(name: str, value) -> str:
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):  # a switch: named when on
+            return flag if value else ""
+        return f"{flag} {value:g}" if isinstance(value, float) else f"{flag} {value}"
 
-    return " ".join(f"--{name.replace('_', '-')} {show(flags[name])}" for name in names if name in flags)
+    return " ".join(filter(None, (show(name, flags[name]) for name in names if name in flags)))
 
 
 def format_loss(value: float) -> str:
@@ -199,19 +204,19 @@ def prefetch_data(args: argparse.Namespace) -> None:
     zlib, which leaves the interpreter free to import JAX meanwhile.
     """
     args.prefetched = None
-    if args.data_dir is not None:  # a download (no directory) waits until it is needed
+    if args.data_dir is not None and not args.deskew:  # a download waits until it is needed
         from jax_softmax.data import load_mnist_uint8
 
         args.prefetched = in_background(load_mnist_uint8, args.data_dir, **data_cache(args))
 
 
-def _data(args: argparse.Namespace):
+def _data(args: argparse.Namespace, deskew: bool):
     """MNIST with uint8 pixels, memory-mapped from the cache: the prefetched copy, or read now."""
     from jax_softmax.data import load_mnist_uint8
 
-    if args.prefetched is not None:
+    if args.prefetched is not None and not deskew:
         return args.prefetched.result()
-    return load_mnist_uint8(args.data_dir, **data_cache(args))
+    return load_mnist_uint8(args.data_dir, deskew=deskew, **data_cache(args))
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -228,7 +233,7 @@ def run_train(args: argparse.Namespace) -> int:
     try:
         result = train_run(
             config,
-            lambda: _data(args),
+            lambda deskew: _data(args, deskew),
             args.resume or args.out,
             resume=args.resume is not None,
             overwrite=args.overwrite,

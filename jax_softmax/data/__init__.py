@@ -7,6 +7,8 @@
 - ``_pixels``: uint8 pixels to features in ``[0, 1]``, on the host (:func:`to_features`)
   and on the device (:func:`pixel_features`), the same bits.
 - :mod:`~jax_softmax.data.images`: the user's own digits, turned into MNIST-like inputs.
+- ``_deskew``: each digit sheared upright (:func:`deskew`), the classic
+  preprocessing that takes a linear model past 95% on MNIST.
 """
 
 from jax_softmax.data._idx import IDX_DTYPES, MAX_IDX_DIMS, IdxError, parse_idx, read_idx
@@ -30,6 +32,8 @@ from jax_softmax.data._mnist import (
 from jax_softmax.data._pixels import pixel_features, to_features
 
 __all__ = [
+    "deskew",
+    "deskew_pixels",
     "load_mnist",
     "load_mnist_uint8",
     "Mnist",
@@ -53,3 +57,13 @@ __all__ = [
     "DATA_DIR_ENV",
     "DATA_CACHE_SUBDIR",
 ]
+
+
+def __getattr__(name: str):
+    """``deskew`` and ``deskew_pixels``, imported on first use: they import JAX, and reading
+    MNIST does not (the command line reads it while JAX is imported)."""
+    if name in ("deskew", "deskew_pixels"):
+        import importlib
+
+        return getattr(importlib.import_module("jax_softmax.data._deskew"), name)
+    raise AttributeError(f"module 'jax_softmax.data' has no attribute {name!r}")

@@ -110,3 +110,38 @@ def read_cached_source(path: Path, shape, sha256: str | None, cache_dir: Path | 
     if before is not None and before == _source_stamp(path.stat()):
         _write_cached(cache_dir, path, before, array, digest)
     return array
+
+
+DERIVED_VERSION = 1
+"""Part of a derived entry's name: a change to how it is computed names new entries."""
+
+
+def derived(cache_dir: Path | None, name: str, source: np.ndarray, compute) -> np.ndarray:
+    """``compute(source)`` (a uint8 array), kept in ``cache_dir`` beside the decoded arrays.
+
+    The entry is named by ``name``, :data:`DERIVED_VERSION` and the checksum and shape
+    of ``source``; a record beside it holds the entry's own checksum, checked on every
+    read (the policy of :mod:`jax_softmax.storage`): an entry missing, cut short or
+    damaged is computed and written again. ``cache_dir=None`` computes it every time.
+    """
+    if cache_dir is None:
+        return compute(source)
+    shape = "x".join(map(str, source.shape))
+    stem = f"{name}-v{DERIVED_VERSION}-{checksum(np.ascontiguousarray(source)):08x}-{shape}"
+    entry, record_path = cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
+    try:
+        record = json.loads(record_path.read_text())
+        array = np.load(entry, mmap_mode="r", allow_pickle=False)
+        if list(array.shape) == record["shape"] and checksum(array) == record["crc32"]:
+            return array
+    except (OSError, EOFError, ValueError, KeyError, TypeError):
+        pass
+    array = compute(source)
+    record = {"shape": list(array.shape), "crc32": checksum(np.ascontiguousarray(array))}
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(entry, lambda f: np.save(f, array, allow_pickle=False))
+        write_atomically(record_path, lambda f: f.write(json.dumps(record).encode()))
+    except OSError:
+        pass
+    return array

@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from jax_softmax.data._cache import read_cached_source
+from jax_softmax.data._cache import derived, read_cached_source
 from jax_softmax.data._idx import IdxError
 from jax_softmax.data._pixels import to_features
 from jax_softmax.storage import write_atomically
@@ -242,10 +242,13 @@ def load_mnist_uint8(
     verify: bool = True,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    deskew: bool = False,
 ) -> Mnist:
     """Like :func:`load_mnist`, with the pixels left as uint8 ``[n, 784]`` in 0-255.
 
     From the cache, the images are read-only memory-mapped views of one file per split.
+    With ``deskew``, every image is deskewed (:func:`jax_softmax.data.deskew_pixels`),
+    once: the result is kept in the cache beside the decoded files.
     """
     if data_dir is None:
         data_dir = os.environ.get(DATA_DIR_ENV) or None
@@ -256,6 +259,12 @@ def load_mnist_uint8(
     if data_dir is None:
         data_dir = download_mnist(tfds_data_dir, download=download)
     arrays = read_mnist_dir(data_dir, verify=verify, cache_dir=cache_dir)
+    if deskew:
+        from jax_softmax.data._deskew import deskew_pixels  # imports JAX
+
+        where = None if cache_dir is None else Path(cache_dir).expanduser().resolve()
+        for name in ("train_images", "test_images"):
+            arrays[name] = derived(where, "deskewed", arrays[name], deskew_pixels)
     train_x = arrays["train_images"].reshape(-1, NUM_FEATURES)
     train_y = arrays["train_labels"].astype(np.int32)
     test_x = arrays["test_images"].reshape(-1, NUM_FEATURES)
@@ -276,6 +285,7 @@ def load_mnist(
     verify: bool = True,
     cache: bool = True,
     cache_dir: str | os.PathLike | None = None,
+    deskew: bool = False,
 ) -> Mnist:
     """Loads MNIST as 54,000 train / 6,000 validation / 10,000 test examples.
 
@@ -294,6 +304,8 @@ def load_mnist(
         the IDX files are unchanged (a second load takes a few hundredths of a second
         instead of most of one); ``False`` reads the IDX files every time.
       cache_dir: where; ``None`` for :func:`default_data_cache_dir`.
+      deskew: deskew every image (:func:`jax_softmax.data.deskew`; rounded to the 256
+        pixel levels, and kept in the cache).
 
     Returns:
       ``Mnist`` of ``Split(x, y)``: ``x`` float32 ``[n, 784]`` in ``[0, 1]``,
@@ -310,5 +322,6 @@ def load_mnist(
         verify=verify,
         cache=cache,
         cache_dir=cache_dir,
+        deskew=deskew,
     )
     return Mnist(*(Split(to_features(s.x), s.y) for s in raw))

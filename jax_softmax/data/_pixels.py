@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
+from typing import TYPE_CHECKING
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.typing import DTypeLike
+
+if TYPE_CHECKING:  # JAX is imported where it is used: reading MNIST needs only NumPy
+    import jax
+    from jax.typing import DTypeLike
 
 
 def to_features(images: np.ndarray) -> np.ndarray:
@@ -37,10 +39,10 @@ def to_features(images: np.ndarray) -> np.ndarray:
     return features
 
 
-def pixel_features(pixels: jax.Array, dtype: DTypeLike = jnp.float32) -> jax.Array:
+def pixel_features(pixels: jax.Array, dtype: DTypeLike = np.float32) -> jax.Array:
     """uint8 pixels to features in ``[0, 1]``, on the device, bit for bit as on the host.
 
-    The values are those of :func:`jax_softmax.data._mnist.to_features` (``pixels / 255``
+    The values are those of :func:`jax_softmax.data.to_features` (``pixels / 255``
     rounded to float32), then cast to ``dtype``. XLA turns a division by a constant
     into a multiplication by its reciprocal, which is one unit in the last place off
     for 126 of the 256 pixel values; so the quotient is formed in integers. Shifted
@@ -57,6 +59,9 @@ def pixel_features(pixels: jax.Array, dtype: DTypeLike = jnp.float32) -> jax.Arr
     Returns:
       ``pixels / 255`` in float32, cast to ``dtype``; the shape of ``pixels``.
     """
+    import jax
+    import jax.numpy as jnp
+
     u = jnp.asarray(pixels).astype(jnp.uint32)
     shift = jax.lax.clz(u) - 24  # u << shift is in [128, 256); 0 stays 0
     q = (u << shift) * 65793 + (u != 0).astype(jnp.uint32)  # at most 2**24

@@ -27,11 +27,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jax_softmax.runs._directory import METRICS_FILE, PARAMS_FILE, cut_metrics, read_metrics
-from jax_softmax.runs.checkpoint import CheckpointError, load_params, read_checkpoint, read_opt_state_leaves
 from jax_softmax.data import Mnist
 from jax_softmax.gradients import make_optimizer
 from jax_softmax.model import Params
+from jax_softmax.runs._directory import METRICS_FILE, PARAMS_FILE, cut_metrics, read_metrics
+from jax_softmax.runs.checkpoint import CheckpointError, load_params, read_checkpoint, read_opt_state_leaves
 from jax_softmax.train import EpochMetrics
 
 if TYPE_CHECKING:
@@ -147,6 +147,7 @@ def merge_flags(recorded: Mapping[str, Any], given: Mapping[str, Any], source: s
     Raises:
       ResumeError: when a given flag other than ``epochs`` differs from the recorded one.
     """
+    recorded = {"deskew": False, **recorded}  # a run recorded before deskewing existed
     for name, value in given.items():
         if name == "epochs" or name not in recorded:
             continue

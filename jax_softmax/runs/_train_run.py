@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from jax_softmax._process import Interrupted, check_interrupted, interrupts_deferred
+from jax_softmax._validation import x64
 from jax_softmax.config import TrainConfig
 from jax_softmax.data import Mnist, to_features
 from jax_softmax.runs._directory import (
@@ -33,7 +34,6 @@ from jax_softmax.runs._resume import (
     read_run_metadata,
 )
 from jax_softmax.runs.checkpoint import save_params
-from jax_softmax._validation import x64
 from jax_softmax.train import EpochMetrics, History, fit
 from jax_softmax.train.nonfinite import NonFiniteError, learning_warnings
 
@@ -116,7 +116,7 @@ class _Run:
 
 def train_run(
     config: TrainConfig,
-    data: Mnist | Callable[[], Mnist],
+    data: Callable[[bool], Mnist],
     out_dir: str | os.PathLike | None = None,
     *,
     resume: bool = False,
@@ -140,8 +140,9 @@ def train_run(
 
     Args:
       config: the training settings; float64 runs in a 64-bit block of its own.
-      data: MNIST as :func:`jax_softmax.data.load_mnist_uint8` gives it, or a function
-        returning it, called once ``out_dir`` is locked.
+      data: a function of ``deskew`` that returns MNIST as
+        :func:`jax_softmax.data.load_mnist_uint8` gives it (deskewed when asked),
+        called once ``out_dir`` is locked and a resumed run's settings are known.
       out_dir: the run directory, or ``None`` to keep nothing.
       resume: continue the run in ``out_dir``.
       overwrite: replace a run already in ``out_dir`` (not with ``resume``).
@@ -175,7 +176,7 @@ def train_run(
         if out_dir is not None:
             _lock(out_dir, run.progress, releases)
         metadata = _resumed_metadata(run, run_dir if resume else None, given)
-        mnist = data() if callable(data) else data
+        mnist = data(run.config.deskew)
         check_interrupted(received)
         _check_batch_size(run.config, mnist)
         if metadata is not None:
@@ -199,12 +200,16 @@ def _lock(out_dir: Path, progress: Progress, releases: list) -> None:
     except (RunInUseError, NotADirectoryError):
         raise
     except OSError as e:
-        raise RunWriteError(f"--out {out_dir}: cannot write there ({e.strerror or e}); nothing trained") from None
+        raise RunWriteError(
+            f"--out {out_dir}: cannot write there ({e.strerror or e}); nothing trained"
+        ) from None
     releases.append(lock.release)
     removed = remove_temp_files(out_dir)
     if removed:
         plural = "s" * (len(removed) != 1)
-        progress.message(f"removed {len(removed)} temporary file{plural} that an interrupted save left in {out_dir}")
+        progress.message(
+            f"removed {len(removed)} temporary file{plural} that an interrupted save left in {out_dir}"
+        )
 
 
 def _resumed_metadata(run: _Run, run_dir: Path | None, given: Collection[str]) -> dict | None:
@@ -213,7 +218,9 @@ def _resumed_metadata(run: _Run, run_dir: Path | None, given: Collection[str]) -
         return None
     metadata = read_run_metadata(run_dir)
     recorded = run.config.recorded()
-    flags = merge_flags(metadata["training"], {name: recorded[name] for name in given if name in recorded}, str(run_dir))
+    flags = merge_flags(
+        metadata["training"], {name: recorded[name] for name in given if name in recorded}, str(run_dir)
+    )
     done = metadata["epoch"]
     if flags["epochs"] <= done:
         raise ResumeError(
@@ -230,7 +237,8 @@ def _check_batch_size(config: TrainConfig, data: Mnist) -> None:
     n = len(data.train.x)
     if config.batch_size > n:
         raise ValueError(
-            f"--batch-size {config.batch_size} is larger than the training set ({n} examples); choose at most {n}"
+            f"--batch-size {config.batch_size} is larger than the training set ({n} examples); "
+            f"choose at most {n}"
         )
 
 
@@ -262,6 +270,7 @@ def _train(run: _Run, data: Mnist) -> RunResult:
             start_epoch=run.done,
             checkpoint_callback=_epoch_saver(run),
             uint8_pixels=True,
+            deskewed=True,  # the data comes deskewed from its loader, when the config asks
         )
     except KeyboardInterrupt as e:  # SIGINT or SIGTERM (jax_softmax._process.Interrupted)
         import signal
@@ -311,7 +320,9 @@ def _finish(run: _Run, data: Mnist, params, history: History) -> RunResult:
     return result
 
 
-def _save_outputs(run: _Run, data: Mnist, params, history: History, epochs: list) -> tuple[list[Path], str | None]:
+def _save_outputs(
+    run: _Run, data: Mnist, params, history: History, epochs: list
+) -> tuple[list[Path], str | None]:
     """The stopped run's last finite parameters, and the plots: the files written, and why
     the plots were not (``None`` when they were)."""
     out_dir, done = run.out_dir, run.done

@@ -18,22 +18,20 @@ leaves the previous checkpoint (or none) in place, never a half-written one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
 import zipfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from jax_softmax import __version__
-from jax_softmax.storage import write_atomically
 from jax_softmax.model import Params
+from jax_softmax.storage import write_atomically
 
 FORMAT = "jax-softmax-params/1"
 ARRAY_KEYS = ("w", "b", "metadata")

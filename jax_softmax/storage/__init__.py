@@ -11,7 +11,6 @@ cut short, or whose checksum differs is ignored and written again, so a cache ca
 make a run faster but never different.
 """
 
-from jax_softmax.storage._programs import compiled_program
 from jax_softmax.storage.cache import CACHE_DIR_ENV, default_cache_dir, enable_compilation_cache
 from jax_softmax.storage.files import (
     STALE_TEMPORARY_SECONDS,
@@ -30,3 +29,12 @@ __all__ = [
     "CACHE_DIR_ENV",
     "compiled_program",
 ]
+
+
+def __getattr__(name: str):
+    """``compiled_program``, imported on first use: it imports JAX, and reading MNIST's cache does not."""
+    if name == "compiled_program":
+        import importlib
+
+        return importlib.import_module("jax_softmax.storage._programs").compiled_program
+    raise AttributeError(f"module 'jax_softmax.storage' has no attribute {name!r}")

@@ -227,7 +227,6 @@ def _store(path: Path, program: jax.stages.Compiled) -> None:
     """Keeps ``program`` at ``path`` if it can; a program that cannot be kept is not an error."""
     from jax.experimental.serialize_executable import serialize
 
-
     try:
         payload = pickle.dumps(serialize(program))
     except Exception:  # a backend that cannot serialize its executables

@@ -96,6 +96,7 @@ def fit(
     callback: Callable[[EpochMetrics, Params], None] | None = None,
     checkpoint_callback: Callable[[EpochMetrics, Params, optax.OptState], None] | None = None,
     uint8_pixels: bool = False,
+    deskewed: bool = False,
     **settings: Any,
 ) -> tuple[Params, History]:
     """Trains softmax regression with mini-batch gradient descent.
@@ -122,10 +123,12 @@ def fit(
         ``fit(..., params=params, opt_state=opt_state, start_epoch=metrics.epoch)``
         needs.
       uint8_pixels: the inputs (training and validation) are uint8 pixels, as
-        :func:`jax_softmax.data._mnist.load_mnist_uint8` returns them: they go to the device
+        :func:`jax_softmax.data.load_mnist_uint8` returns them: they go to the device
         as they are (a quarter of the bytes of float32; on a CPU, without a copy) and
         each batch is scaled to ``x / 255`` there, the values
         :func:`jax_softmax.load_mnist` gives, so training is the same, bit for bit.
+      deskewed: with ``config.deskew``, the inputs are deskewed already (as
+        ``load_mnist(deskew=True)`` gives them): they are not deskewed again.
       **settings: fields of :class:`jax_softmax.TrainConfig` that replace the
         config's (``fit(data, epochs=5, lr=0.1)``).
 
@@ -146,6 +149,8 @@ def fit(
     """
     config = (config or TrainConfig()).replace(**settings)
     _check_continuation(config, params, opt_state, start_epoch)
+    if config.deskew and not deskewed:
+        train, validation = _deskewed(train, uint8_pixels), _deskewed(validation, uint8_pixels)
     data, parallel = _training_data(train, validation, config, params, uint8_pixels)
     # Programs are kept between runs where everything they depend on can be named.
     kept = parallel is None and isinstance(config.optimizer, str)
@@ -205,6 +210,16 @@ def _check_continuation(config: TrainConfig, params, opt_state, start_epoch: int
     if opt_state is not None and params is None:
         raise ValueError("opt_state needs the params it belongs to: pass params too")
     _validation.check_dtype_enabled(config.dtype)
+
+
+def _deskewed(split, uint8_pixels: bool):
+    """``(deskew(x), y)``: uint8 pixels stay uint8 (:func:`jax_softmax.data.deskew_pixels`)."""
+    if split is None:
+        return None
+    from jax_softmax.data import deskew, deskew_pixels
+
+    x, y = split
+    return (deskew_pixels(x) if uint8_pixels else deskew(x)), y
 
 
 def _training_data(train, validation, config: TrainConfig, params, uint8_pixels: bool):

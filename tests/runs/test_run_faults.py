@@ -19,6 +19,7 @@ import pytest
 import jax_softmax as js
 from jax_softmax._process import interrupts_deferred
 from jax_softmax.cli import _main as cli
+from jax_softmax.runs import _train_run
 from jax_softmax.runs._directory import (
     RunInUseError,
     append_metrics,
@@ -27,7 +28,6 @@ from jax_softmax.runs._directory import (
     read_metrics,
     remove_temp_files,
 )
-from jax_softmax.runs import _train_run
 from jax_softmax.runs._resume import load_run, read_run_metadata
 from jax_softmax.runs.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
 

@@ -21,7 +21,7 @@ test: $(VENV)/.installed
 
 # Everything, on two workers: what CI runs.
 test-all: $(VENV)/.installed
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 --dist worksteal
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python scripts/benchmark.py $(ARGS)

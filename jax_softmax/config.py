@@ -92,12 +92,12 @@ class TrainConfig:
         _check_number("lr", self.lr, positive=True)
         _check_number("l2", self.l2, positive=False)
         _check_number("init_scale", self.init_scale, positive=False)
-        _check_choice("grad", self.grad, GRAD_MODES)
-        _check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
+        check_choice("grad", self.grad, GRAD_MODES)
+        check_choice("on_nonfinite", self.on_nonfinite, ON_NONFINITE)
         if not isinstance(self.deskew, (bool, np.bool_)):
             raise TypeError(f"deskew must be True or False, got {self.deskew!r}")
         if isinstance(self.optimizer, str):
-            _check_choice("optimizer", self.optimizer, OPTIMIZER_NAMES)
+            check_choice("optimizer", self.optimizer, OPTIMIZER_NAMES)
         elif not hasattr(self.optimizer, "update") or not hasattr(self.optimizer, "init"):
             raise TypeError(
                 f"optimizer must be a name or an optax GradientTransformation, got {self.optimizer!r}"
@@ -106,7 +106,7 @@ class TrainConfig:
             dtype = np.dtype(self.dtype).name
         except TypeError:
             raise TypeError(f"dtype must be one of {DTYPES}, got {self.dtype!r}") from None
-        _check_choice("dtype", dtype, DTYPES)
+        check_choice("dtype", dtype, DTYPES)
         object.__setattr__(self, "dtype", dtype)  # jnp.float32 and "float32" alike
         object.__setattr__(self, "seed", int(self.seed))
         object.__setattr__(self, "deskew", bool(self.deskew))
@@ -165,7 +165,8 @@ def _check_number(name: str, value: Any, *, positive: bool) -> None:
         raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
+    """Raises ``ValueError`` naming ``name`` and ``choices`` unless ``value`` is one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from jax_softmax import _validation as validation
-from jax_softmax.config import GRAD_MODES
+from jax_softmax.config import GRAD_MODES, OPTIMIZER_NAMES, check_choice
 from jax_softmax.model import PRECISION, Params, is_literal_zero, loss, unchecked_logits, unchecked_loss
 
 if TYPE_CHECKING:
@@ -185,9 +185,8 @@ def value_and_grad_fn(grad: GradMode) -> Callable[..., tuple[jax.Array, Params]]
     """``(params, x, y, l2) -> (loss, grads)`` for the chosen gradient mode."""
     if grad == "autodiff":
         return jax.value_and_grad(loss)
-    if grad == "manual":
-        return manual_value_and_grad
-    raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    check_choice("grad", grad, GRAD_MODES)
+    return manual_value_and_grad
 
 
 def _optax():
@@ -214,11 +213,8 @@ def make_optimizer(name: str, lr: float) -> optax.GradientTransformation | None:
     Raises:
       ValueError: for an unknown name.
     """
-    if name == "sgd":
-        return None
-    if name not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {('sgd', *OPTIMIZERS)}, got {name!r}")
-    return OPTIMIZERS[name](lr)
+    check_choice("optimizer", name, OPTIMIZER_NAMES)
+    return None if name == "sgd" else OPTIMIZERS[name](lr)
 
 
 def train_step(

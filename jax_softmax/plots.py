@@ -121,18 +121,11 @@ def plot_weights(params: Params, image_shape: tuple[int, int] = (28, 28)) -> Fig
 
 
 def plot_deskew(images: ArrayLike, count: int = 8) -> Figure:
-    """Digits before and after deskewing: the first ``count`` images, each above its deskewed copy.
-
-    Args:
-      images: ``[n, 784]`` or ``[n, 28, 28]`` pixels (uint8, or floats), ``n >= 1``.
-      count: how many to draw, at most ``n``.
-
-    Returns:
-      A figure of two rows: the images as given, and :func:`jax_softmax.deskew` of them.
+    """The first ``count`` of ``images`` (``[n, 784]`` or ``[n, 28, 28]``, uint8 or floats) in a
+    row, and :func:`jax_softmax.deskew` of them below.
 
     Raises:
-      ValueError: for images of another shape, or no image.
-      ImportError: when matplotlib is not installed.
+      ValueError: for images of another shape, or none. ImportError: without matplotlib.
     """
     from jax_softmax.data import deskew
 
@@ -356,47 +349,15 @@ def plot_sweep(result: SweepResult) -> Figure:
       ImportError: when matplotlib is not installed.
     """
 
-    from jax_softmax.plots import DPI, require_matplotlib
-
-    require_matplotlib()
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 5.5), dpi=DPI, layout="constrained")
+    fig = _figure(9, 5.5)
     ax = fig.subplots()
     runs = result.runs
-    l2s = sorted({r.l2 for r in runs})
-    batch_sizes = sorted({r.batch_size for r in runs})
-    styles = ("-", "--", ":", "-.")
-    for i, l2 in enumerate(l2s):
-        for j, batch_size in enumerate(batch_sizes):
-            members = [r for r in runs if r.l2 == l2 and r.batch_size == batch_size and not r.diverged]
-            lrs = sorted({r.lr for r in members})
-            if not lrs:
-                continue
-            color = f"C{i % 10}"
-            means = [100 * np.mean([r.val_accuracy for r in members if r.lr == lr]) for lr in lrs]
-            label = f"L2 {l2:g}" + (f", batch {batch_size}" if len(batch_sizes) > 1 else "")
-            ax.plot(lrs, means, styles[j % len(styles)], color=color, marker="o", ms=4, label=label)
-            if len({r.seed for r in members}) > 1:
-                ax.plot(
-                    [r.lr for r in members],
-                    [100 * r.val_accuracy for r in members],
-                    ".",
-                    color=color,
-                    alpha=0.4,
-                )
+    _draw_sweep_lines(ax, runs)
     diverged = [r for r in runs if r.diverged]
-    if diverged:
-        ax.plot(
-            [r.lr for r in diverged],
-            [0.0] * len(diverged),
-            "x",
-            color="black",
-            ms=8,
-            transform=ax.get_xaxis_transform(),
-            clip_on=False,
-            label=f"diverged ({len(diverged)})",
-        )
+    if diverged:  # crosses along the bottom
+        marks = {"color": "black", "ms": 8, "transform": ax.get_xaxis_transform(), "clip_on": False}
+        label = f"diverged ({len(diverged)})"
+        ax.plot([r.lr for r in diverged], [0.0] * len(diverged), "x", label=label, **marks)
     if result.best is not None:
         best = result.best
         ax.plot([best.lr], [100 * best.val_accuracy], "*", color="gold", mec="black", ms=16, zorder=5)
@@ -416,3 +377,23 @@ def plot_sweep(result: SweepResult) -> Figure:
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     return fig
+
+
+def _draw_sweep_lines(ax: Axes, runs) -> None:
+    """A line of mean validation accuracy per (L2, batch size); each seed a dot when there are several."""
+    l2s = sorted({r.l2 for r in runs})
+    batch_sizes = sorted({r.batch_size for r in runs})
+    styles = ("-", "--", ":", "-.")
+    for i, l2 in enumerate(l2s):
+        for j, batch_size in enumerate(batch_sizes):
+            members = [r for r in runs if r.l2 == l2 and r.batch_size == batch_size and not r.diverged]
+            lrs = sorted({r.lr for r in members})
+            if not lrs:
+                continue
+            color = f"C{i % 10}"
+            means = [100 * np.mean([r.val_accuracy for r in members if r.lr == lr]) for lr in lrs]
+            label = f"L2 {l2:g}" + (f", batch {batch_size}" if len(batch_sizes) > 1 else "")
+            ax.plot(lrs, means, styles[j % len(styles)], color=color, marker="o", ms=4, label=label)
+            if len({r.seed for r in members}) > 1:
+                seeds = ([r.lr for r in members], [100 * r.val_accuracy for r in members])
+                ax.plot(*seeds, ".", color=color, alpha=0.4)

@@ -33,6 +33,16 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.mnist)
 
 
+@pytest.fixture(autouse=True)
+def _x64_as_it_was():
+    """Puts ``jax_enable_x64`` back after each test: the commands called in-process with
+    ``--dtype float64`` switch it on for the whole process, as they should in their own."""
+    before = jax.config.jax_enable_x64
+    yield
+    if jax.config.jax_enable_x64 != before:
+        jax.config.update("jax_enable_x64", before)
+
+
 def mnist_dir_or_none() -> Path | None:
     value = os.environ.get(DATA_DIR_ENV)
     if value and Path(value).is_dir():

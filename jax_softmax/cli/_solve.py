@@ -106,9 +106,9 @@ def run_solve(args: argparse.Namespace) -> int:
 
     from jax_softmax.solvers import NotConvergedWarning, solve_path
 
-    enable_dtype(args.dtype)
     if args.deskew and args.features is not None:
         raise CommandError("--deskew deskews MNIST's images; the rows of --features are not images")
+    enable_dtype(args.dtype)
     path_given = args.C is None and args.l2 is None or len(args.C or args.l2) > 1
     data = read_features(args.features, path_given) if args.features is not None else read_mnist(args)
     # After the data is read and checked (bad input leaves a run there alone), before solving.

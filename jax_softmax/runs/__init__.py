@@ -12,16 +12,12 @@ from jax_softmax.runs._directory import (
     METRICS_FILE,
     OPT_STATE_FILE,
     PARAMS_FILE,
-    PIXEL_DIVISOR,
-    PREPROCESSING,
     RUN_FILES,
     RunExistsError,
     RunInUseError,
     RunLock,
     RunWriteError,
     append_metrics,
-    check_pixel_scaling,
-    check_preprocessing,
     cut_metrics,
     epoch_writer,
     lock_run,
@@ -42,7 +38,16 @@ from jax_softmax.runs._resume import (
     read_run_metadata,
 )
 from jax_softmax.runs._train_run import Progress, RunInterrupted, RunResult, train_run
-from jax_softmax.runs.checkpoint import Checkpoint, CheckpointError, load_params, save_params
+from jax_softmax.runs.checkpoint import (
+    PIXEL_DIVISOR,
+    PREPROCESSING,
+    Checkpoint,
+    CheckpointError,
+    check_pixel_scaling,
+    check_preprocessing,
+    load_params,
+    save_params,
+)
 
 __all__ = [
     "train_run",

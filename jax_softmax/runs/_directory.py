@@ -35,7 +35,7 @@ from jax_softmax import plots
 from jax_softmax.data import Mnist, Split
 from jax_softmax.evaluation import confusion_matrix
 from jax_softmax.model import Params, predict
-from jax_softmax.runs.checkpoint import save_params
+from jax_softmax.runs.checkpoint import PIXEL_DIVISOR, save_params
 from jax_softmax.storage import remove_temporaries, write_atomically
 from jax_softmax.train import EpochMetrics
 
@@ -50,7 +50,6 @@ OPT_STATE_FILE = "opt_state.npz"
 LOCK_FILE = ".lock"
 
 IMAGE_SHAPE = (28, 28)
-PIXEL_DIVISOR = 255.0  # inputs are uint8 pixels divided by this, in [0, 1]
 
 
 class RunExistsError(FileExistsError):
@@ -269,43 +268,6 @@ def run_metadata(flags: Mapping[str, Any], data: Mnist) -> dict[str, Any]:
         "preprocessing": ["deskew"] if flags.get("deskew") else [],
         "training": dict(flags),
     }
-
-
-def check_pixel_scaling(metadata: Mapping[str, Any], source: str) -> None:
-    """Refuses a checkpoint trained on pixels scaled other than ``uint8 / 255``.
-
-    Raises:
-      ValueError: naming ``source`` and the scaling it records.
-    """
-    divisor = metadata.get("pixel_divisor", PIXEL_DIVISOR)
-    if divisor != PIXEL_DIVISOR:
-        raise ValueError(
-            f"{source}: trained on pixels / {divisor}, "
-            f"but images and MNIST are fed as pixels / {PIXEL_DIVISOR:g}"
-        )
-
-
-PREPROCESSING = ("deskew",)
-"""What a checkpoint's ``preprocessing`` may list: done to each image before the model sees it."""
-
-
-def check_preprocessing(metadata: Mapping[str, Any], source: str) -> tuple[str, ...]:
-    """The preprocessing a checkpoint records (``()`` for none, or a checkpoint from before it).
-
-    Raises:
-      ValueError: naming ``source`` and a preprocessing this version does not know, so
-        that a model is never fed images prepared another way than it was trained on.
-    """
-    steps = metadata.get("preprocessing", [])
-    if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
-        raise ValueError(f"{source}: its preprocessing must be a list of names, got {steps!r}")
-    unknown = [step for step in steps if step not in PREPROCESSING]
-    if unknown:
-        raise ValueError(
-            f"{source}: records the preprocessing {unknown[0]!r}, which this version of jax-softmax "
-            f"does not know (it knows {', '.join(PREPROCESSING)}); use the version that wrote it"
-        )
-    return tuple(steps)
 
 
 def epoch_writer(out_dir: str | os.PathLike, metadata: Mapping[str, Any]) -> Callable[..., None]:

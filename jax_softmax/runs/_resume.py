@@ -147,14 +147,15 @@ def merge_flags(recorded: Mapping[str, Any], given: Mapping[str, Any], source: s
     Raises:
       ResumeError: when a given flag other than ``epochs`` differs from the recorded one.
     """
-    recorded = {"deskew": False, **recorded}  # a run recorded before deskewing existed
+    before_deskewing = {"deskew": False}  # what a run recorded before deskewing existed did
     for name, value in given.items():
-        if name == "epochs" or name not in recorded:
+        was = recorded.get(name, before_deskewing.get(name))
+        if name == "epochs" or was is None:
             continue
-        if value != recorded[name]:
+        if value != was:
             flag = "--" + name.replace("_", "-")
             raise ResumeError(
-                f"{flag} {value} conflicts with the run in {source} ({flag} {recorded[name]}); "
+                f"{flag} {value} conflicts with the run in {source} ({flag} {was}); "
                 f"leave {flag} out to continue that run, or train a new one with --out"
             )
     return {**recorded, **({"epochs": given["epochs"]} if "epochs" in given else {})}

@@ -285,3 +285,43 @@ def to_checkpoint(
             "(jax.config.update('jax_enable_x64', True))"
         )
     return Checkpoint(Params(w=jnp.asarray(w), b=jnp.asarray(b)), metadata)
+
+
+PIXEL_DIVISOR = 255.0  # inputs are uint8 pixels divided by this, in [0, 1]
+
+
+def check_pixel_scaling(metadata: Mapping[str, Any], source: str) -> None:
+    """Refuses a checkpoint trained on pixels scaled other than ``uint8 / 255``.
+
+    Raises:
+      ValueError: naming ``source`` and the scaling it records.
+    """
+    divisor = metadata.get("pixel_divisor", PIXEL_DIVISOR)
+    if divisor != PIXEL_DIVISOR:
+        raise ValueError(
+            f"{source}: trained on pixels / {divisor}, "
+            f"but images and MNIST are fed as pixels / {PIXEL_DIVISOR:g}"
+        )
+
+
+PREPROCESSING = ("deskew",)
+"""What a checkpoint's ``preprocessing`` may list: done to each image before the model sees it."""
+
+
+def check_preprocessing(metadata: Mapping[str, Any], source: str) -> tuple[str, ...]:
+    """The preprocessing a checkpoint records (``()`` for none, or a checkpoint from before it).
+
+    Raises:
+      ValueError: naming ``source`` and a preprocessing this version does not know, so
+        that a model is never fed images prepared another way than it was trained on.
+    """
+    steps = metadata.get("preprocessing", [])
+    if not isinstance(steps, list) or not all(isinstance(step, str) for step in steps):
+        raise ValueError(f"{source}: its preprocessing must be a list of names, got {steps!r}")
+    unknown = [step for step in steps if step not in PREPROCESSING]
+    if unknown:
+        raise ValueError(
+            f"{source}: records the preprocessing {unknown[0]!r}, which this version of jax-softmax "
+            f"does not know (it knows {', '.join(PREPROCESSING)}); use the version that wrote it"
+        )
+    return tuple(steps)

@@ -3,7 +3,6 @@
 import json
 import re
 
-import jax
 import numpy as np
 import pytest
 from helpers import run_cli
@@ -37,8 +36,7 @@ def features(tmp_path):
 
 @pytest.fixture
 def cli(capsys):
-    """``jax-softmax ARGS`` in this process: ``(status, stdout, stderr)``; 64-bit JAX restored after."""
-    x64 = jax.config.jax_enable_x64
+    """``jax-softmax ARGS`` in this process: ``(status, stdout, stderr)``."""
 
     def run(*args):
         try:
@@ -48,8 +46,7 @@ def cli(capsys):
         out, err = capsys.readouterr()
         return status, out, err
 
-    yield run
-    jax.config.update("jax_enable_x64", x64)
+    return run
 
 
 @pytest.mark.slow

@@ -59,7 +59,12 @@ def measure(args, report: dict, log) -> None:
     if have_scipy:
         floats = raw.astype(np.float32) / 255
         cases["SciPy, one affine_transform per image"] = lambda _: [scipy_deskew(im) for im in floats]
-    seconds = interleaved({name: _timed(case) for name, case in cases.items()}, args.rounds or 3, log=log)
+    rounds = args.rounds or 3
+
+    def report_round(round_: int, name: str, seconds: float) -> None:
+        log(f"deskew round {round_ + 1}/{rounds}: {name} {seconds:.3f} s")
+
+    seconds = interleaved({name: _timed(case) for name, case in cases.items()}, rounds, log=report_round)
     ours = seconds[next(iter(cases))]
     rows = [
         {"case": name, "median": median(v), "min": fastest(v), "ratio_to_js_deskew": paired_ratio(v, ours)}

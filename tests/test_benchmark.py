@@ -4,6 +4,7 @@ The figures are not checked (the machine may be busy); that every measurement ru
 reports what it measured, and reports a missing optional peer as skipped, is.
 """
 
+import argparse
 import importlib.util
 import json
 import os
@@ -165,3 +166,22 @@ def test_every_measurement_runs_once_on_mnist(mnist_dir):
     (parallel,) = report["data_parallel"]
     assert parallel["processes_identical"]
     assert all(r["w"] < 1e-5 and r["val_loss"] < 1e-5 for r in parallel["rows"])
+
+
+def test_deskew_measurement_reports_every_case_against_scipy(monkeypatch):
+    pytest.importorskip("scipy", reason="the SciPy reference needs scipy (pip install -e '.[bench]')")
+    monkeypatch.syspath_prepend(str(REPO / "scripts"))
+    import _deskew
+
+    images = np.zeros((300, 28, 28), np.uint8)
+    images[:, 6:22, 12:16] = np.random.default_rng(0).integers(100, 256, (300, 16, 4), dtype=np.uint8)
+    monkeypatch.setattr(_deskew, "_images", lambda data_dir: images)
+    report, logged = {}, []
+    _deskew.measure(argparse.Namespace(data_dir=None, rounds=2), report, logged.append)
+    result = report["deskew"]
+    assert result["images"] == 300 and result["scipy"] is None
+    assert [r["case"] for r in result["rows"]][0] == "js.deskew (float32 on the device)"
+    assert len(result["rows"]) == 3 and result["rows"][0]["ratio_to_js_deskew"] == 1.0
+    assert result["largest_difference_to_scipy"] < 1e-5
+    assert len(logged) == 2 * 3 and all(line.startswith("deskew round") for line in logged)
+    assert "| SciPy, one affine_transform per image |" in "\n".join(_deskew.markdown(report))

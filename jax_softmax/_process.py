@@ -9,7 +9,8 @@ The one module that sets signal handlers:
 - while a command runs, :func:`raise_on_stop_signals` raises :class:`Interrupted`
   once in the main thread, and :func:`interrupts_deferred` holds signals back while a
   file is being written;
-- :func:`restore_handlers` puts back what was there before.
+- :func:`stop_signals_raised` does the former for a block, quiets Python's report of
+  such an exception raised where it cannot propagate, and puts back what was there before.
 
 It also pauses the garbage collector while the command line imports JAX
 (:func:`pause_collector`, :func:`freeze_imports`). It uses the built-in ``_signal``
@@ -172,6 +173,32 @@ def interrupts_deferred() -> Iterator[None]:
             handler(signum, None)
         elif handler == _signal.SIG_DFL:
             _signal.raise_signal(signum)
+
+
+@contextlib.contextmanager
+def stop_signals_raised() -> Iterator[list[int]]:
+    """:func:`raise_on_stop_signals` while the block runs; yields the list of received signals.
+
+    A signal's exception raised inside a garbage-collection callback is printed and
+    dropped by Python ("Exception ignored in ..."); it is recorded in the list all the
+    same, and acted on at the next :func:`check_interrupted`, so nothing is printed for
+    it. Afterwards the previous handlers are back. Outside the main thread, where no
+    handler can be set, the list stays empty.
+    """
+    previous = current_handlers()
+    received = raise_on_stop_signals() if previous else []
+    previous_hook = sys.unraisablehook
+
+    def quiet_interrupts(unraisable: Any) -> None:
+        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and received):
+            previous_hook(unraisable)
+
+    sys.unraisablehook = quiet_interrupts
+    try:
+        yield received
+    finally:
+        sys.unraisablehook = previous_hook
+        restore_handlers(previous)
 
 
 def current_handlers() -> dict[int, Any]:

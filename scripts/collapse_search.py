@@ -54,7 +54,7 @@ def first_minus_inf(d: Diagnosis) -> tuple[int | None, float | None]:
     return step, d.val_accuracy_at_collapse
 
 
-def main() -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=os.environ.get("JAX_SOFTMAX_DATA_DIR"))
     parser.add_argument("--epochs", type=int, default=3)
@@ -65,58 +65,55 @@ def main() -> int:
     parser.add_argument("--softmax", choices=("shifted", "naive", "both"), default="both")
     parser.add_argument("--signs", choices=("correct", "both"), default="correct", help="update signs")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
-    args = parser.parse_args()
+    return parser
 
+
+def _learning_rates(args) -> list[float]:
     low, high = np.log10(args.lr_min), np.log10(args.lr_max)
     count = round((high - low) * args.per_decade) + 1
-    lrs = [float(f"{lr:.3g}") for lr in np.logspace(low, high, count)]
-    variants = [
+    return [float(f"{lr:.3g}") for lr in np.logspace(low, high, count)]
+
+
+def _variants(args) -> list[tuple[str, str, str]]:
+    return [
         (sign, pixels, softmax)
         for sign in (("correct",) if args.signs == "correct" else ("correct", "as_written"))
         for pixels in (("raw", "scaled") if args.pixels == "both" else (args.pixels,))
         for softmax in (("shifted", "naive") if args.softmax == "both" else (args.softmax,))
     ]
-    data = load_mnist_uint8(args.data_dir)
-    rows, start = [], time.perf_counter()
-    for dtype, init_scale, (sign, pixels, softmax), lr in itertools.product(
-        ("float64", "float32"), (0.0, 0.01), variants, lrs
-    ):
-        config = DiagnoseConfig(epochs=args.epochs, lr=lr, init_scale=init_scale)
-        d = diagnose_variant(Variant(sign, pixels, softmax, dtype), data.train, data.validation, config)
-        step, accuracy = first_minus_inf(d)
-        rows.append(
-            {
-                "dtype": dtype,
-                "init_scale": init_scale,
-                "sign": sign,
-                "pixels": pixels,
-                "softmax": softmax,
-                "lr": lr,
-                "cause": d.verdict.cause,
-                "first_minus_inf_step": step,
-                "val_accuracy_at_first_minus_inf": accuracy,
-                "zero_true_probs_there": None if step is None else int(d.log.zero_true_probs[step - 1]),
-                "best_val_accuracy": d.best_val_accuracy,
-                "final_val_accuracy": d.final_val_accuracy,
-                "shape_of_the_question": accuracy is not None and LOW <= accuracy <= HIGH,
-            }
-        )
-        print(
-            f"{dtype} init {init_scale:g} {sign} {pixels} {softmax} lr {lr:g}: "
-            + ("no -inf" if step is None else f"-inf at step {step}, accuracy {accuracy:.1%}"),
-            file=sys.stderr,
-            flush=True,
-        )
-    seconds = time.perf_counter() - start
-    matches = [r for r in rows if r["shape_of_the_question"]]
-    if args.json:
-        print(json.dumps({"runs": rows, "matches": matches, "seconds": seconds}))
-        return 0
 
+
+def _run(data, variant: Variant, lr: float, init_scale: float, epochs: int) -> dict:
+    """Trains one variant and describes its first -inf log-likelihood, if any."""
+    config = DiagnoseConfig(epochs=epochs, lr=lr, init_scale=init_scale)
+    d = diagnose_variant(variant, data.train, data.validation, config)
+    step, accuracy = first_minus_inf(d)
     print(
-        f"{'dtype':<8} {'init':<5} {'sign':<10} {'pixels':<6} {'softmax':<7}  "
-        "first -inf (step: accuracy) by lr"
+        f"{variant.dtype} init {init_scale:g} {variant.sign} {variant.pixels} {variant.softmax} lr {lr:g}: "
+        + ("no -inf" if step is None else f"-inf at step {step}, accuracy {accuracy:.1%}"),
+        file=sys.stderr,
+        flush=True,
     )
+    return {
+        "dtype": variant.dtype,
+        "init_scale": init_scale,
+        "sign": variant.sign,
+        "pixels": variant.pixels,
+        "softmax": variant.softmax,
+        "lr": lr,
+        "cause": d.verdict.cause,
+        "first_minus_inf_step": step,
+        "val_accuracy_at_first_minus_inf": accuracy,
+        "zero_true_probs_there": None if step is None else int(d.log.zero_true_probs[step - 1]),
+        "best_val_accuracy": d.best_val_accuracy,
+        "final_val_accuracy": d.final_val_accuracy,
+        "shape_of_the_question": accuracy is not None and LOW <= accuracy <= HIGH,
+    }
+
+
+def _print_table(rows: list[dict], lrs: list[float], epochs: int, seconds: float) -> None:
+    header = f"{'dtype':<8} {'init':<5} {'sign':<10} {'pixels':<6} {'softmax':<7}"
+    print(f"{header}  first -inf (step: accuracy) by lr")
     for key, group in itertools.groupby(
         rows, lambda r: (r["dtype"], r["init_scale"], r["sign"], r["pixels"], r["softmax"])
     ):
@@ -132,13 +129,33 @@ def main() -> int:
             + " ".join(f"{c:>8}" for c in cells)
         )
     print(f"learning rates: {', '.join(f'{lr:g}' for lr in lrs)}")
+    matches = [r for r in rows if r["shape_of_the_question"]]
     if matches:
         print(f"{len(matches)} runs with {LOW:.0%}-{HIGH:.0%} accuracy at the first -inf:")
         for r in matches:
             print("  " + json.dumps(r))
     else:
         print(f"nowhere: no run had {LOW:.0%}-{HIGH:.0%} validation accuracy at its first -inf")
-    print(f"{len(rows)} runs of {args.epochs} epochs in {seconds:.0f} s")
+    print(f"{len(rows)} runs of {epochs} epochs in {seconds:.0f} s")
+
+
+def main() -> int:
+    args = _parser().parse_args()
+    lrs = _learning_rates(args)
+    data = load_mnist_uint8(args.data_dir)
+    start = time.perf_counter()
+    rows = [
+        _run(data, Variant(sign, pixels, softmax, dtype), lr, init_scale, args.epochs)
+        for dtype, init_scale, (sign, pixels, softmax), lr in itertools.product(
+            ("float64", "float32"), (0.0, 0.01), _variants(args), lrs
+        )
+    ]
+    seconds = time.perf_counter() - start
+    if args.json:
+        matches = [r for r in rows if r["shape_of_the_question"]]
+        print(json.dumps({"runs": rows, "matches": matches, "seconds": seconds}))
+    else:
+        _print_table(rows, lrs, args.epochs, seconds)
     return 0
 
 

@@ -95,60 +95,45 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     import signal
 
-    from jax_softmax._process import (
-        check_interrupted,
-        current_handlers,
-        raise_on_stop_signals,
-        restore_handlers,
-    )
+    from jax_softmax._process import check_interrupted, stop_signals_raised
 
     args = _start(argv)
-    previous = current_handlers()  # none outside the main thread, where none can be set
-    received = raise_on_stop_signals() if previous else []
-    previous_hook = sys.unraisablehook
-
-    def quiet_interrupts(unraisable) -> None:
-        # A signal's exception raised inside a garbage-collection callback is printed and
-        # dropped by Python ("Exception ignored in ..."). It is recorded in `received`,
-        # and acted on at the next check: print nothing here.
-        if not (isinstance(unraisable.exc_value, KeyboardInterrupt) and received):
-            previous_hook(unraisable)
-
-    sys.unraisablehook = quiet_interrupts
+    command = f"{PROG} {args.command}"
     on_exit: list = []
-    command = PROG
-    try:
-        command = f"{PROG} {args.command}"
-        args.argv = list(sys.argv[1:] if argv is None else argv)
-        args.signals, args.on_exit, args.interrupt_reported = received, on_exit, False
-        status = args.run(args)
-        if not args.interrupt_reported:
-            check_interrupted(received)  # never finish as if a signal had not come
-        return status
-    except WriteError as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
-        return 3
-    except (CommandError, DataNotFoundError, OSError) as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError) as e:
-        if not _raised_by_the_package(e):
-            raise  # a bug, not bad input: the traceback is what is needed
-        print(f"{command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(f"{command}: {stopped_by(signum)}", file=sys.stderr)
-        return 128 + signum
-    finally:
-        sys.unraisablehook = previous_hook
-        for release in on_exit:
-            release()
+    with stop_signals_raised() as received:
         try:
-            sys.stdout.flush()  # before a signal in the shutdown can end the process unflushed
-        except (OSError, ValueError):
-            pass
-        restore_handlers(previous)
+            args.argv = list(sys.argv[1:] if argv is None else argv)
+            args.signals, args.on_exit, args.interrupt_reported = received, on_exit, False
+            status = args.run(args)
+            if not args.interrupt_reported:
+                check_interrupted(received)  # never finish as if a signal had not come
+            return status
+        except (CommandError, DataNotFoundError, WriteError, OSError, ValueError, TypeError) as e:
+            status = _error_status(e)
+            if status is None:
+                raise  # a bug, not bad input: the traceback is what is needed
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return status
+        except KeyboardInterrupt as e:
+            signum = getattr(e, "signum", signal.SIGINT)
+            print(f"{command}: {stopped_by(signum)}", file=sys.stderr)
+            return 128 + signum
+        finally:
+            for release in on_exit:
+                release()
+            try:
+                sys.stdout.flush()  # before a signal in the shutdown can end the process unflushed
+            except (OSError, ValueError):
+                pass
+
+
+def _error_status(error: Exception) -> int | None:
+    """3 for a file that could not be written, 2 for bad input, None for a bug."""
+    if isinstance(error, WriteError):
+        return 3
+    if isinstance(error, (CommandError, DataNotFoundError, OSError)) or _raised_by_the_package(error):
+        return 2
+    return None
 
 
 def main_entry() -> None:

@@ -86,6 +86,107 @@ def metrics_lines(run: Path) -> int:
         return 0
 
 
+def uninterrupted_run(flags: list[str], run: Path) -> tuple[tuple, float, float]:
+    """Trains ``run`` to the end: its final state, the seconds to its first epoch, the rest's."""
+    started = time.monotonic()
+    proc = subprocess.Popen(command("train", *flags, "--out", str(run)), env=env(), stderr=subprocess.PIPE)
+    first_epoch = None
+    while proc.poll() is None and metrics_lines(run) < EPOCHS:
+        if first_epoch is None and metrics_lines(run):
+            first_epoch = time.monotonic() - started
+        time.sleep(0.01)
+    training = time.monotonic() - started - first_epoch
+    assert proc.wait(timeout=120) == 0, proc.stderr.read()
+    proc.stderr.close()
+    return final_state(run), first_epoch, training
+
+
+class KillChains:
+    """Starts, kills and resumes runs; each chain's last process runs its run to the end."""
+
+    def __init__(self, flags: list[str], data_dir: Path, cache: list[str], timing: tuple[float, float]):
+        self.flags, self.data_dir, self.cache = flags, data_dir, cache
+        self.first_epoch, self.training = timing
+        self.rng = random.Random(11)
+        self.kills = {signal.SIGKILL: 0, signal.SIGTERM: 0}
+        self.resumed_from, self.statuses, self.cut_back = [], [], 0
+
+    def chain(self, run: Path) -> None:
+        """Kills processes on ``run`` until one finishes it, at most 8 kills."""
+        for chain_kills in range(9):
+            if self.process(run, last=chain_kills == 8):
+                return
+            if (run / "params.npz").exists():
+                metadata = read_run_metadata(run)  # every kill leaves a loadable run
+                assert 1 <= metadata["epoch"] <= EPOCHS
+                if metadata["epoch"] == EPOCHS:
+                    return  # killed after its last epoch was saved (while drawing the plots)
+
+    def process(self, run: Path, *, last: bool) -> bool:
+        """One process on ``run``, killed at a random moment unless ``last``; True if it finished."""
+        # Each process, holding the directory's lock, removes what an earlier one's kill
+        # left half-written; none must be there but the last kill's.
+        leftovers = list(run.glob(".*.tmp"))
+        resume = (run / "params.npz").exists()
+        argv = (
+            ["--resume", str(run), "--data-dir", str(self.data_dir)]
+            if resume
+            else [*self.flags, "--out", str(run)]
+        )
+        if not resume and run.exists():
+            argv.append("--overwrite")  # killed before its first epoch was saved
+        lines_before = metrics_lines(run)
+        proc = subprocess.Popen(
+            command("train", *argv, *self.cache),
+            env=env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        signum = (signal.SIGKILL, signal.SIGTERM)[sum(self.kills.values()) % 2]
+        if not last:
+            self.wait_for_a_moment(proc, run, lines_before)
+        finished = last or proc.poll() is not None
+        if not finished:
+            proc.send_signal(signum)
+        out, err = proc.communicate(timeout=300)
+        assert "Traceback" not in err, err
+        if resume and RESUMING.search(out):
+            self.resumed_from.append(int(RESUMING.search(out)[1]))
+        self.cut_back += "metrics.jsonl: cut back to epoch" in out
+        if leftovers and (proc.returncode == 0 or re.search(r"^(resuming|epoch )", out, re.M)):
+            assert all(not path.exists() for path in leftovers), leftovers  # it got past the lock
+        if proc.returncode == 0:
+            assert not list(run.glob(".*.tmp"))
+            return True
+        assert not finished, (proc.returncode, err)
+        self.killed(signum, proc.returncode, err)
+        return False
+
+    def wait_for_a_moment(self, proc: subprocess.Popen, run: Path, lines_before: int) -> None:
+        if self.rng.random() < 0.4:  # anywhere from the start, imports included
+            time.sleep(self.rng.uniform(0.0, self.first_epoch + self.training / 2))
+            return
+        deadline = time.monotonic() + 120  # once this process is training and saving epochs
+        while metrics_lines(run) <= lines_before and proc.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.005)
+        time.sleep(self.rng.uniform(0.0, self.training / 2))
+
+    def killed(self, signum: int, status: int, err: str) -> None:
+        self.kills[signum] += 1
+        self.statuses.append(status)
+        if signum == signal.SIGKILL:
+            assert status == -signal.SIGKILL
+            return
+        # One line and 143; -SIGTERM only for a signal that came before Python ran any of
+        # the package's code (the interpreter's own first milliseconds).
+        assert status in (143, -signal.SIGTERM), (status, err)
+        if status == 143:
+            assert len(err.strip().splitlines()) == 1, err
+            assert re.search(r"(terminated \(SIGTERM\)|SIGTERM while (starting|shutting down))", err), err
+
+
 @pytest.mark.slow
 def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
     """SIGKILL and SIGTERM at >= 30 random moments of chained runs: start, kill, resume, kill, ...
@@ -96,101 +197,21 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
     """
     cache = ["--cache-dir", str(tmp_path / "cache")]
     flags = [*TRAIN, "--data-dir", str(raw_mnist), *cache]
-    whole = tmp_path / "whole"
-    started = time.monotonic()
-    proc = subprocess.Popen(command("train", *flags, "--out", str(whole)), env=env(), stderr=subprocess.PIPE)
-    first_epoch = None
-    while proc.poll() is None and metrics_lines(whole) < EPOCHS:
-        if first_epoch is None and metrics_lines(whole):
-            first_epoch = time.monotonic() - started
-        time.sleep(0.01)
-    training = time.monotonic() - started - first_epoch
-    assert proc.wait(timeout=120) == 0, proc.stderr.read()
-    proc.stderr.close()
-    reference = final_state(whole)
-
-    rng = random.Random(11)
-    kills = {signal.SIGKILL: 0, signal.SIGTERM: 0}
-    resumed_from, statuses, cut_back = [], [], 0
-    chains = 0
-    while sum(kills.values()) < 30:
-        chains += 1
-        run = tmp_path / f"chain{chains}"
-        chain_kills = 0
-        while True:
-            # Each process, holding the directory's lock, removes what an earlier one's
-            # kill left half-written; none must be there but the last kill's.
-            leftovers = list(run.glob(".*.tmp"))
-            resume = (run / "params.npz").exists()
-            argv = (
-                ["--resume", str(run), "--data-dir", str(raw_mnist)]
-                if resume
-                else [*flags, "--out", str(run)]
-            )
-            if not resume and run.exists():
-                argv.append("--overwrite")  # killed before its first epoch was saved
-            lines_before = metrics_lines(run)
-            proc = subprocess.Popen(
-                command("train", *argv, *cache),
-                env=env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-            signum = (signal.SIGKILL, signal.SIGTERM)[sum(kills.values()) % 2]
-            if chain_kills == 8:
-                pass  # let this one finish the run
-            elif rng.random() < 0.4:  # anywhere from the start, imports included
-                time.sleep(rng.uniform(0.0, first_epoch + training / 2))
-            else:  # once this process is training and saving epochs
-                deadline = time.monotonic() + 120
-                while metrics_lines(run) <= lines_before and proc.poll() is None:
-                    assert time.monotonic() < deadline
-                    time.sleep(0.005)
-                time.sleep(rng.uniform(0.0, training / 2))
-            finished = chain_kills == 8 or proc.poll() is not None
-            if not finished:
-                proc.send_signal(signum)
-            out, err = proc.communicate(timeout=300)
-            assert "Traceback" not in err, err
-            if resume and RESUMING.search(out):
-                resumed_from.append(int(RESUMING.search(out)[1]))
-            cut_back += "metrics.jsonl: cut back to epoch" in out
-            if leftovers and (proc.returncode == 0 or re.search(r"^(resuming|epoch )", out, re.M)):
-                assert all(not path.exists() for path in leftovers), leftovers  # it got past the lock
-            if proc.returncode == 0:
-                assert not list(run.glob(".*.tmp"))
-                break  # the run finished: the chain is complete
-            assert not finished, (proc.returncode, err)
-            kills[signum] += 1
-            chain_kills += 1
-            statuses.append(proc.returncode)
-            if signum == signal.SIGKILL:
-                assert proc.returncode == -signal.SIGKILL
-            else:
-                # One line and 143; -SIGTERM only for a signal that came before Python ran any
-                # of the package's code (the interpreter's own first milliseconds).
-                assert proc.returncode in (143, -signal.SIGTERM), (proc.returncode, err)
-                if proc.returncode == 143:
-                    assert len(err.strip().splitlines()) == 1, err
-                    assert re.search(
-                        r"(terminated \(SIGTERM\)|SIGTERM while (starting|shutting down))", err
-                    ), err
-            if (run / "params.npz").exists():
-                metadata = read_run_metadata(run)  # every kill leaves a loadable run
-                assert 1 <= metadata["epoch"] <= EPOCHS
-                if metadata["epoch"] == EPOCHS:
-                    break  # killed after its last epoch was saved (while drawing the plots)
-        w, b, epoch, losses = final_state(run)
+    reference, *timing = uninterrupted_run(flags, tmp_path / "whole")
+    chains = KillChains(flags, raw_mnist, cache, timing)
+    runs = 0
+    while sum(chains.kills.values()) < 30:
+        runs += 1
+        chains.chain(tmp_path / f"chain{runs}")
+        w, b, epoch, losses = final_state(tmp_path / f"chain{runs}")
         assert epoch == EPOCHS
         np.testing.assert_array_equal(w, reference[0])
         np.testing.assert_array_equal(b, reference[1])
         assert losses == reference[3]
-    assert sum(kills.values()) >= 30
-    assert resumed_from, "no kill left a saved epoch to resume from"
+    assert chains.resumed_from, "no kill left a saved epoch to resume from"
     print(
-        f"{sum(kills.values())} kills ({kills}), exit statuses {sorted(statuses)}, {chains} chains, "
-        f"resumed from epochs {resumed_from}, metrics cut back {cut_back} times"
+        f"{sum(chains.kills.values())} kills ({chains.kills}), exit statuses {sorted(chains.statuses)}, "
+        f"{runs} chains, resumed from epochs {chains.resumed_from}, metrics cut back {chains.cut_back} times"
     )
 
 

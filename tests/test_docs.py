@@ -1,5 +1,6 @@
 """Every Python block in the README and in docs/ runs on its own, in a fresh process."""
 
+import importlib
 import os
 import re
 import subprocess
@@ -46,3 +47,34 @@ def test_links_to_docs_resolve():
             assert (page.parent / target).is_file() or (REPO / target).is_file(), (
                 f"{page.name} links {target}"
             )
+
+
+def test_files_the_pages_name_exist():
+    """A path such as ``tests/runs/test_run_faults.py`` in a page is a file of the repository."""
+    named = re.compile(r"\b((?:jax_softmax|tests|scripts|docs)/[\w/]+\.(?:py|md|png))")
+    missing = [
+        f"{page.name}: {path}"
+        for page in PAGES
+        for path in named.findall(page.read_text())
+        if not (REPO / path).is_file()
+    ]
+    assert not missing, missing
+
+
+def test_names_the_pages_give_in_the_package_exist():
+    """Every ``jax_softmax.a.b`` in a page is a module or an attribute reached from one."""
+    missing = []
+    for page in PAGES:
+        for name in set(re.findall(r"\bjax_softmax(?:\.[A-Za-z_]\w*)+", page.read_text())):
+            parts = name.split(".")
+            for i in range(len(parts), 0, -1):
+                try:
+                    obj = importlib.import_module(".".join(parts[:i]))
+                    break
+                except ImportError:
+                    continue
+            for attribute in parts[i:]:
+                obj = getattr(obj, attribute, None)
+            if obj is None:
+                missing.append(f"{page.name}: {name}")
+    assert not missing, missing

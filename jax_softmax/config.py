@@ -1,9 +1,11 @@
-"""The settings of a training run, in one frozen dataclass.
+"""The settings of a training run, in one frozen dataclass, and every hyperparameter check.
 
 :class:`TrainConfig` is what :func:`jax_softmax.fit` trains with, what ``jax-softmax
 train`` parses its flags into, what a checkpoint records (``metadata["training"]``)
 and what ``train --resume`` reads back. Its fields are checked when it is made, so a
-config that exists is one that can train.
+config that exists is one that can train. :class:`DiagnoseConfig` is the same for the
+diagnosis, and the sweep's grids are here too. Nothing here imports JAX: the command
+line reads its defaults while JAX is still loading.
 """
 
 from __future__ import annotations
@@ -169,6 +171,43 @@ def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raises ``ValueError`` naming ``name`` and ``choices`` unless ``value`` is one of them."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+# The question's setup, which the diagnosis reproduces.
+
+
+@dataclasses.dataclass(frozen=True)
+class DiagnoseConfig:
+    """How every variant of ``jax_softmax.diagnose`` trains; the defaults are the question's setup.
+
+    Attributes:
+      epochs: passes over the training set, each in a fresh order.
+      batch_size: examples per step.
+      lr: learning rate.
+      init_scale: standard deviation of the initial weights (0 for zeros).
+      seed: seeds the initial weights and the order of the examples (the same for every variant).
+      log_every: validation accuracy is measured every this many steps, at each of the
+        first this many steps, and at every step within this many steps of a collapse.
+      num_classes: number of classes.
+
+    Raises:
+      ValueError: for a value out of range, naming the field.
+    """
+
+    epochs: int = 3
+    batch_size: int = 200
+    lr: float = 0.1
+    init_scale: float = 0.0
+    seed: int = 0
+    log_every: int = 10
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        for field in ("epochs", "batch_size", "log_every"):
+            _check_int(field, getattr(self, field), 1)
+        _check_int("num_classes", self.num_classes, 2)
+        _check_number("lr", self.lr, positive=True)
+        _check_number("init_scale", self.init_scale, positive=False)
 
 
 # A sweep's defaults and grids, read by the command line without importing JAX.

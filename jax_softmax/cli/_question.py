@@ -22,7 +22,7 @@ from jax_softmax.data import DATA_DIR_ENV
 
 
 def add_diagnose_command(subparsers) -> None:
-    from jax_softmax.diagnose import DTYPES, DiagnoseConfig
+    from jax_softmax.config import DTYPES, DiagnoseConfig
 
     defaults = DiagnoseConfig()
     p = subparsers.add_parser(

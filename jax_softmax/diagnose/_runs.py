@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 from collections.abc import Sequence
 
 import numpy as np
 
+from jax_softmax.config import DTYPES, DiagnoseConfig
+
 SIGNS: tuple[str, ...] = ("as_written", "correct")
 PIXELS: tuple[str, ...] = ("raw", "scaled")
 SOFTMAXES: tuple[str, ...] = ("naive", "shifted", "stable")
-DTYPES: tuple[str, ...] = ("float32", "float64")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,45 +102,6 @@ def all_variants(dtypes: Sequence[str] = ("float64", "float32")) -> tuple[Varian
         Variant(sign, pixels, softmax, dtype)
         for dtype, sign, pixels, softmax in itertools.product(dtypes, SIGNS, PIXELS, SOFTMAXES)
     )
-
-
-@dataclasses.dataclass(frozen=True)
-class DiagnoseConfig:
-    """How every variant trains; the defaults are the question's setup.
-
-    Attributes:
-      epochs: passes over the training set, each in a fresh order.
-      batch_size: examples per step.
-      lr: learning rate.
-      init_scale: standard deviation of the initial weights (0 for zeros).
-      seed: seeds the initial weights and the order of the examples (the same for every variant).
-      log_every: validation accuracy is measured every this many steps, at each of the
-        first this many steps, and at every step within this many steps of a collapse.
-      num_classes: number of classes.
-
-    Raises:
-      ValueError: for a value out of range, naming the field.
-    """
-
-    epochs: int = 3
-    batch_size: int = 200
-    lr: float = 0.1
-    init_scale: float = 0.0
-    seed: int = 0
-    log_every: int = 10
-    num_classes: int = 10
-
-    def __post_init__(self) -> None:
-        for field in ("epochs", "batch_size", "log_every"):
-            value = getattr(self, field)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{field} must be an integer >= 1, got {value!r}")
-        if not isinstance(self.num_classes, int) or self.num_classes < 2:
-            raise ValueError(f"num_classes must be an integer >= 2, got {self.num_classes!r}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"lr must be finite and > 0, got {self.lr!r}")
-        if not (math.isfinite(self.init_scale) and self.init_scale >= 0):
-            raise ValueError(f"init_scale must be finite and >= 0, got {self.init_scale!r}")
 
 
 DEFAULT_CONFIG = DiagnoseConfig()

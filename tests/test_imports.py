@@ -27,9 +27,9 @@ CHILD = textwrap.dedent(
 )
 
 
-def imported_by(*argv: str) -> list[str]:
+def imported_by(*argv: str, libraries: list[str] = OPTIONAL) -> list[str]:
     result = subprocess.run(
-        [sys.executable, "-c", CHILD, json.dumps(OPTIONAL), *argv],
+        [sys.executable, "-c", CHILD, json.dumps(libraries), *argv],
         capture_output=True,
         text=True,
         timeout=600,
@@ -51,6 +51,15 @@ def test_the_package_exports_every_public_name_on_first_use():
 
 def test_help_imports_none_of_the_optional_libraries():
     assert imported_by("train", "--help") == []
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "--help"], ["diagnose", "--epochs", "0"], ["--version"]]
+)
+def test_help_and_bad_flags_import_no_jax(argv):
+    """The parser, every command's included, is built without JAX: ``train`` imports it
+    while MNIST is read beside it, and ``--help`` answers at once."""
+    assert imported_by(*argv, libraries=["jax"]) == []
 
 
 @pytest.mark.slow

@@ -83,11 +83,11 @@ class TrainConfig:
     deskew: bool = False
 
     def __post_init__(self) -> None:
-        _check_int("epochs", self.epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("num_classes", self.num_classes, 1)
+        check_int("epochs", self.epochs, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("num_classes", self.num_classes, 1)
         if self.devices is not None:
-            _check_int("devices", self.devices, 1)
+            check_int("devices", self.devices, 1)
         seed_ok = isinstance(self.seed, (int, np.integer)) and not isinstance(self.seed, bool)
         if not (seed_ok and 0 <= self.seed < SEED_LIMIT):  # a larger seed would train a smaller one's run
             raise ValueError(f"seed must be an integer in [0, 2**32 - 1], got {self.seed!r}")
@@ -153,7 +153,8 @@ def field_names() -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
-def _check_int(name: str, value: Any, low: int) -> None:
+def check_int(name: str, value: Any, low: int) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is an integer (not a bool) >= ``low``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
 
@@ -165,6 +166,13 @@ def _check_number(name: str, value: Any, *, positive: bool) -> None:
         raise TypeError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(number) or number < 0 or (positive and number == 0):
         raise ValueError(f"{name} must be finite and {'> 0' if positive else '>= 0'}, got {value!r}")
+
+
+def check_positive(name: str, value: Any) -> None:
+    """Raises ``ValueError`` naming ``name`` unless ``value`` is a real number, finite and > 0."""
+    real = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    if not (real and math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
@@ -204,10 +212,15 @@ class DiagnoseConfig:
 
     def __post_init__(self) -> None:
         for field in ("epochs", "batch_size", "log_every"):
-            _check_int(field, getattr(self, field), 1)
-        _check_int("num_classes", self.num_classes, 2)
+            check_int(field, getattr(self, field), 1)
+        check_int("num_classes", self.num_classes, 2)
         _check_number("lr", self.lr, positive=True)
         _check_number("init_scale", self.init_scale, positive=False)
+
+
+# The exact optimum's methods (jax_softmax.solvers), which the command line offers.
+
+SOLVE_METHODS: tuple[str, ...] = ("newton-cg", "lbfgs")
 
 
 # A sweep's defaults and grids, read by the command line without importing JAX.

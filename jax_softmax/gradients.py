@@ -305,8 +305,7 @@ def make_update(
         raise TypeError(
             f"optimizer must be an optax GradientTransformation or None, got {type(optimizer).__name__}"
         )
-    if grad not in GRAD_MODES:
-        raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
+    check_choice("grad", grad, GRAD_MODES)
     step = functools.partial(train_step, grad=grad, optimizer=optimizer, l2=l2)
     warned = []  # the raw-pixel warning is given once per step function
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jax_softmax.diagnose.gradient_check import x64 as x64  # 64-bit JAX inside a block
+from jax_softmax._validation import x64 as x64  # 64-bit JAX inside a block
 
 REPO = Path(__file__).resolve().parents[1]
 

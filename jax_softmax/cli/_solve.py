@@ -25,10 +25,10 @@ from jax_softmax.cli._common import (
     positive_int,
 )
 from jax_softmax.cli._solve_data import SolveData, read_features, read_mnist
+from jax_softmax.config import SOLVE_METHODS
 
 # The solvers' names and default path, written out so that the parser needs no JAX
 # (tests/test_cli_solve.py checks them against jax_softmax.solvers).
-SOLVE_METHODS = ("newton-cg", "lbfgs")
 DEFAULT_PATH_TEXT = "0.01,0.1,1,10"
 
 

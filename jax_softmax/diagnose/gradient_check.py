@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jax_softmax._validation import x64 as x64  # 64-bit JAX inside a block
+from jax_softmax._validation import x64
 from jax_softmax.config import CHECK_GRADIENT_BATCH_SIZES
 from jax_softmax.diagnose._gradient_verdict import PointCheck, classify, point_check
 from jax_softmax.gradients import autodiff_grad

@@ -12,7 +12,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax._validation import check_dtype_enabled, check_labels, check_split
-from jax_softmax.config import check_grid
+from jax_softmax.config import check_grid, check_int
 from jax_softmax.model import Params
 from jax_softmax.solvers._solve import NotConvergedWarning, l2_from_c, solve
 
@@ -196,8 +196,8 @@ def _checked_splits(train: Any, validation: Any, num_classes: Any) -> tuple[Any,
         validation = check_split("validation", validation, x.shape[1])
     if num_classes is None:
         num_classes = 1 + int(max(y.max(), -1 if validation is None else validation[1].max()))
-    elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2:
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    else:
+        check_int("num_classes", num_classes, 2)
     check_labels(y, len(y), num_classes, "train y")
     if validation is not None:
         check_labels(validation[1], len(validation[1]), num_classes, "validation y")

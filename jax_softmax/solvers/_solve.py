@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from typing import Any, NamedTuple
 
@@ -12,6 +11,7 @@ import numpy as np
 from jax.typing import ArrayLike, DTypeLike
 
 from jax_softmax import _validation as validation
+from jax_softmax.config import SOLVE_METHODS, check_choice, check_int, check_positive
 from jax_softmax.model import Params
 from jax_softmax.solvers import _lbfgs, _newton_cg
 from jax_softmax.solvers._trees import largest_entry
@@ -56,8 +56,7 @@ def l2_from_c(c: float, num_examples: int) -> float:
     >>> l2_from_c(1.0, 50_000)
     2e-05
     """
-    if isinstance(c, bool) or not isinstance(c, (int, float, np.number)) or not (math.isfinite(c) and c > 0):
-        raise ValueError(f"C must be a finite number > 0, got {c!r}")
+    check_positive("C", c)
     return 1.0 / (float(c) * num_examples)
 
 
@@ -137,14 +136,11 @@ def solve(
 
 
 def _check_settings(method: Any, tol: Any, max_iter: Any) -> tuple[str, float, int]:
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {tuple(METHODS)}, got {method!r}")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float, np.number)) or not (0 < tol < math.inf):
-        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    check_choice("method", method, SOLVE_METHODS)
+    check_positive("tol", tol)
     if max_iter is None:
         max_iter = DEFAULT_MAX_ITER[method]
-    if isinstance(max_iter, bool) or not isinstance(max_iter, (int, np.integer)) or max_iter < 1:
-        raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
+    check_int("max_iter", max_iter, 1)
     return method, float(tol), int(max_iter)
 
 
@@ -168,10 +164,8 @@ def _check_data(x: Any, y: Any, num_classes: int | None) -> tuple[Any, Any, int]
     if getattr(x, "ndim", None) != 2:
         raise ValueError(f"x must be [n, num_features], got shape {tuple(np.shape(x))}")
     n = validation.check_inputs(x, x.shape[1])
-    if num_classes is not None and (
-        isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) or num_classes < 2
-    ):
-        raise ValueError(f"num_classes must be an integer >= 2, got {num_classes!r}")
+    if num_classes is not None:
+        check_int("num_classes", num_classes, 2)
     validation.check_labels(y, n, np.iinfo(np.int32).max if num_classes is None else num_classes)
     if num_classes is None:
         num_classes = int(np.max(y) if isinstance(y, np.ndarray) else jnp.max(y)) + 1

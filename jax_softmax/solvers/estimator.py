@@ -11,7 +11,6 @@ short. scikit-learn is an optional dependency: ``pip install jax-softmax[sklearn
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from typing import Any
 
@@ -28,8 +27,9 @@ except ImportError as error:  # pragma: no cover - depends on the environment
         f"jax_softmax.LogisticRegression needs scikit-learn ({error}): pip install jax-softmax[sklearn]"
     ) from error
 
-from jax_softmax.diagnose.gradient_check import x64
-from jax_softmax.solvers._solve import METHODS, NotConvergedWarning, l2_from_c, solve
+from jax_softmax._validation import x64
+from jax_softmax.config import SOLVE_METHODS, check_choice, check_int, check_positive
+from jax_softmax.solvers._solve import NotConvergedWarning, l2_from_c, solve
 
 try:
     from sklearn.utils.validation import validate_data
@@ -127,16 +127,10 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
 
     def _check_hyperparameters(self) -> None:
         """Raises ValueError naming the first hyperparameter out of range."""
-        for name in ("C", "tol"):
-            value = getattr(self, name)
-            if not _is_real(value) or not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)):
-            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
-        if self.max_iter < 1:
-            raise ValueError(f"max_iter must be an integer >= 1, got {self.max_iter!r}")
-        if not isinstance(self.solver, str) or self.solver not in METHODS:
-            raise ValueError(f"solver must be one of {tuple(METHODS)}, got {self.solver!r}")
+        check_positive("C", self.C)
+        check_positive("tol", self.tol)
+        check_int("max_iter", self.max_iter, 1)
+        check_choice("solver", self.solver, SOLVE_METHODS)
 
     def _solve(
         self, X: np.ndarray, labels: np.ndarray, num_classes: int

@@ -308,7 +308,8 @@ def test_bad_input_in_a_fresh_process_has_no_traceback(tmp_path):
 
 
 def test_the_parser_matches_the_library():
-    from jax_softmax.cli._solve import DEFAULT_PATH_TEXT, SOLVE_METHODS
+    from jax_softmax.cli._solve import DEFAULT_PATH_TEXT
+    from jax_softmax.config import SOLVE_METHODS
     from jax_softmax.solvers import METHODS
     from jax_softmax.solvers._path import DEFAULT_CS
 

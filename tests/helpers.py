@@ -26,6 +26,17 @@ def blobs(n: int = 600, features: int = 8, classes: int = 3, seed: int = 0) -> t
     return x.astype(np.float32), y.astype(np.int32)
 
 
+def source_env() -> dict[str, str]:
+    """This process's environment with the checkout first on ``PYTHONPATH``: a child process
+    imports the package from the source tree, as this one does."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+
+
+def package_command(*args: str) -> list[str]:
+    """``python -m jax_softmax ARGS`` with this interpreter, for ``subprocess.Popen``."""
+    return [sys.executable, "-m", "jax_softmax", *args]
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``jax-softmax ARGS`` in a fresh process (``python -m jax_softmax``), output captured as text."""
     return subprocess.run(

@@ -7,13 +7,12 @@ reports what it measured, and reports a missing optional peer as skipped, is.
 import argparse
 import importlib.util
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from helpers import REPO
+from helpers import REPO, source_env
 
 SCRIPT = REPO / "scripts" / "benchmark.py"
 
@@ -26,9 +25,12 @@ def load_timing():
 
 
 def benchmark(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     return subprocess.run(
-        [sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, env=env
+        [sys.executable, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=source_env(),
     )
 
 

@@ -1,13 +1,12 @@
 """Every Python block in the README and in docs/ runs on its own, in a fresh process."""
 
 import importlib
-import os
 import re
 import subprocess
 import sys
 
 import pytest
-from helpers import REPO
+from helpers import REPO, source_env
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -33,8 +32,7 @@ def test_the_pages_have_python_blocks():
 @pytest.mark.slow
 @pytest.mark.parametrize("where, code", BLOCKS, ids=[where for where, _ in BLOCKS])
 def test_block_runs_on_its_own(where, code, mnist_dir, tmp_path):
-    env = {**os.environ, "JAX_SOFTMAX_DATA_DIR": str(mnist_dir), "MPLBACKEND": "Agg"}
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    env = {**source_env(), "JAX_SOFTMAX_DATA_DIR": str(mnist_dir), "MPLBACKEND": "Agg"}
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
     )

@@ -1,6 +1,5 @@
 """What clusters do to long runs: kills at any moment, SIGTERM, two writers, damaged files."""
 
-import gzip
 import os
 import random
 import re
@@ -8,18 +7,16 @@ import signal
 import subprocess
 import sys
 import time
-import weakref
 from pathlib import Path
 
 import jax
 import numpy as np
 import optax
 import pytest
+from helpers import package_command, source_env
 
 import jax_softmax as js
-from jax_softmax._process import interrupts_deferred
 from jax_softmax.cli import _main as cli
-from jax_softmax.runs import _train_run
 from jax_softmax.runs._directory import (
     RunInUseError,
     append_metrics,
@@ -32,26 +29,6 @@ from jax_softmax.runs._resume import load_run, read_run_metadata
 from jax_softmax.runs.checkpoint import CheckpointError, read_checkpoint, read_opt_state_leaves
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and flock")
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "jax_softmax", *args]
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-
-
-@pytest.fixture(scope="module")
-def raw_mnist(mnist_dir, tmp_path_factory) -> Path:
-    """The MNIST files decompressed into a temporary directory: each process loads them in a fraction
-    of the time the gzip files take, which is most of what a short run spends."""
-    out = tmp_path_factory.mktemp("mnist")
-    for path in Path(mnist_dir).glob("*.gz"):
-        (out / path.name.removesuffix(".gz")).write_bytes(gzip.decompress(path.read_bytes()))
-    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -89,7 +66,9 @@ def metrics_lines(run: Path) -> int:
 def uninterrupted_run(flags: list[str], run: Path) -> tuple[tuple, float, float]:
     """Trains ``run`` to the end: its final state, the seconds to its first epoch, the rest's."""
     started = time.monotonic()
-    proc = subprocess.Popen(command("train", *flags, "--out", str(run)), env=env(), stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        package_command("train", *flags, "--out", str(run)), env=source_env(), stderr=subprocess.PIPE
+    )
     first_epoch = None
     while proc.poll() is None and metrics_lines(run) < EPOCHS:
         if first_epoch is None and metrics_lines(run):
@@ -137,8 +116,8 @@ class KillChains:
             argv.append("--overwrite")  # killed before its first epoch was saved
         lines_before = metrics_lines(run)
         proc = subprocess.Popen(
-            command("train", *argv, *self.cache),
-            env=env(),
+            package_command("train", *argv, *self.cache),
+            env=source_env(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -216,169 +195,6 @@ def test_kills_at_random_moments_never_lose_the_run(raw_mnist, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# Signals at startup, during training, at shutdown
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-@pytest.mark.slow
-def test_a_signal_while_starting_gives_one_line_and_its_exit_status(raw_mnist, tmp_path, signum):
-    # From the package's first import (the interpreter's own start, tens of milliseconds,
-    # is before any of its code) to the first epoch.
-    delays = [0.25, 0.4, 0.6, 0.8, 1.2, 2.0, 3.0]  # the first ones while JAX is imported
-    procs = []
-    for i, delay in enumerate(delays):
-        procs.append(
-            subprocess.Popen(
-                command(
-                    "train",
-                    "--data-dir",
-                    str(raw_mnist),
-                    "--out",
-                    str(tmp_path / f"run{i}"),
-                    "--epochs",
-                    "200",
-                ),
-                env=env(),
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-            )
-        )
-        time.sleep(delay)
-        procs[-1].send_signal(signum)
-    for proc in procs:
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 128 + signum, err
-        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-        assert signal.Signals(signum).name in err or "interrupted" in err, err
-
-
-SHUTTING_DOWN = """
-import os, signal, sys
-sys.argv = ["jax-softmax"]
-from jax_softmax import _process
-assert _process.is_command_line()
-_process.exit_on_stop_signals("shutting down")
-print("result", flush=True)
-os.kill(os.getpid(), signal.SIGNUM)
-signal.pause()
-"""
-
-
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_a_signal_while_shutting_down_gives_one_line_and_its_exit_status(signum):
-    code = SHUTTING_DOWN.replace("SIGNUM", signal.Signals(signum).name)
-    result = subprocess.run(
-        [sys.executable, "-c", code], env=env(), capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 128 + signum
-    assert result.stdout == "result\n"
-    assert result.stderr == f"jax-softmax: {signal.Signals(signum).name} while shutting down; stopped\n"
-
-
-@pytest.mark.slow
-def test_sigterm_during_training_saves_the_last_epoch(raw_mnist, tmp_path):
-    run = tmp_path / "run"
-    proc = subprocess.Popen(
-        command("train", *TRAIN[:-1], "500", "--data-dir", str(raw_mnist), "--out", str(run)),
-        env=env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not ((run / "metrics.jsonl").exists() and (run / "metrics.jsonl").read_text().count("\n") >= 2):
-            assert proc.poll() is None and time.monotonic() < deadline
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        proc.kill()
-    assert proc.returncode == 143
-    [line] = err.strip().splitlines()
-    done = js.load_params(run / "params.npz").metadata["epoch"]
-    assert line == (
-        f"jax-softmax train: terminated (SIGTERM); saved epoch {done} of 500 in {run} "
-        f"(metrics.jsonl, params.npz); continue with 'jax-softmax train --resume {run}'"
-    )
-    assert [m.epoch for m in read_metrics(run / "metrics.jsonl")][:done] == list(range(1, done + 1))
-
-
-def _assert_sigterm_stops_before_the_first_epoch(mnist_dir, run, capsys) -> None:
-    """``train --out run`` with a SIGTERM sent before its first epoch ends: one line, exit 143."""
-    status = cli.main(
-        ["train", "--data-dir", str(mnist_dir), "--batch-size", "27000", "--epochs", "5", "--out", str(run)]
-    )
-    err = capsys.readouterr().err
-    assert status == 143
-    assert (
-        err.strip()
-        == f"jax-softmax train: terminated (SIGTERM) before the first epoch ended; nothing saved in {run}"
-    )
-
-
-@pytest.mark.slow
-def test_a_signal_swallowed_by_a_library_still_stops_the_run(mnist_dir, tmp_path, capsys, monkeypatch):
-    """A SIGTERM whose exception some library caught is noticed at the next epoch's save."""
-    real_fit = js.train.fit
-
-    def fit_that_swallows(*args, checkpoint_callback, **kwargs):
-        def callback(metrics, params, opt_state):
-            if metrics.epoch == 1:
-                try:
-                    os.kill(os.getpid(), signal.SIGTERM)
-                    time.sleep(0.1)
-                except KeyboardInterrupt:
-                    pass  # what a careless library does
-            checkpoint_callback(metrics, params, opt_state)
-
-        return real_fit(*args, checkpoint_callback=callback, **kwargs)
-
-    monkeypatch.setattr(_train_run, "fit", fit_that_swallows)
-    _assert_sigterm_stops_before_the_first_epoch(mnist_dir, tmp_path / "run", capsys)
-    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # main put the handlers back
-
-
-@pytest.mark.slow
-def test_a_signal_inside_a_garbage_collection_callback_prints_no_traceback(
-    mnist_dir, tmp_path, capsys, monkeypatch
-):
-    """Python drops an exception raised in a weakref callback, printing 'Exception ignored'."""
-    real_fit = js.train.fit
-
-    def fit_after_a_collection(*args, **kwargs):
-        class Thing:
-            pass
-
-        def on_collect(ref):
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.1)  # the handler raises here, inside the callback
-
-        thing = Thing()
-        ref = weakref.ref(thing, on_collect)
-        del thing  # calls on_collect
-        assert ref() is None
-        return real_fit(*args, **kwargs)
-
-    monkeypatch.setattr(_train_run, "fit", fit_after_a_collection)
-    _assert_sigterm_stops_before_the_first_epoch(mnist_dir, tmp_path / "run", capsys)
-
-
-def test_interrupts_deferred_holds_sigterm_and_delivers_it_after():
-    received = []
-    previous = signal.signal(signal.SIGTERM, lambda signum, frame: received.append(signum))
-    try:
-        with interrupts_deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
-            time.sleep(0.05)
-            assert received == []
-        assert received == [signal.SIGTERM]
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-# ---------------------------------------------------------------------------------------
 # One writer per run directory
 
 
@@ -396,7 +212,7 @@ def test_one_writer_per_run_directory(mnist_dir, tmp_path, capsys):
     run = tmp_path / "run"
     run.mkdir()
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(run)], env=env(), stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", HOLDER, str(run)], env=source_env(), stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "locked"
@@ -550,7 +366,9 @@ def test_the_command_line_refuses_a_damaged_checkpoint_in_one_line(real_checkpoi
         ["predict", "--params", str(run / "params.npz"), str(tmp_path / "digit.npy")],
         ["train", "--resume", str(run)],
     ):
-        result = subprocess.run(command(*args), env=env(), capture_output=True, text=True, timeout=120)
+        result = subprocess.run(
+            package_command(*args), env=source_env(), capture_output=True, text=True, timeout=120
+        )
         assert result.returncode == 2, result.stderr
         assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, (
             result.stderr

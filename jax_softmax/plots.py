@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from jax.typing import ArrayLike
 
+from jax_softmax.config import DiagnoseConfig
 from jax_softmax.model import Params
 from jax_softmax.storage import write_atomically
 
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from jax_softmax._sweep_results import SweepResult
-    from jax_softmax.diagnose import DiagnoseConfig, Diagnosis
+    from jax_softmax.diagnose import Diagnosis
     from jax_softmax.train import EpochMetrics
 
 DPI = 100
@@ -273,8 +274,6 @@ def plot_diagnosis(diagnoses: Sequence[Diagnosis], path: str | os.PathLike) -> N
     ll_ax, acc_ax = fig.subplots(2, 1, sharex=True)
     for i, d in enumerate(diagnoses):
         _draw_diagnosis_run(ll_ax, acc_ax, d, color=f"C{i % 10}")
-    from jax_softmax.diagnose import DiagnoseConfig  # diagnose draws through this module
-
     _label_diagnosis_axes(ll_ax, acc_ax, diagnoses[0].config if diagnoses else DiagnoseConfig())
     save_figure(fig, path)
 

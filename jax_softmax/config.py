@@ -161,6 +161,8 @@ def check_int(name: str, value: Any, low: int) -> None:
 
 def _check_number(name: str, value: Any, *, positive: bool) -> None:
     try:
+        if isinstance(value, (str, bytes, bool)):
+            raise TypeError
         number = float(value)
     except (TypeError, ValueError):
         raise TypeError(f"{name} must be a number, got {value!r}") from None
@@ -177,7 +179,7 @@ def check_positive(name: str, value: Any) -> None:
 
 def check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     """Raises ``ValueError`` naming ``name`` and ``choices`` unless ``value`` is one of them."""
-    if value not in choices:
+    if not isinstance(value, str) or value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
 
 
@@ -216,6 +218,9 @@ class DiagnoseConfig:
         check_int("num_classes", self.num_classes, 2)
         _check_number("lr", self.lr, positive=True)
         _check_number("init_scale", self.init_scale, positive=False)
+        for field in dataclasses.fields(self):  # NumPy scalars as Python numbers, for JSON
+            convert = int if field.type == "int" else float
+            object.__setattr__(self, field.name, convert(getattr(self, field.name)))
 
 
 # The exact optimum's methods (jax_softmax.solvers), which the command line offers.

@@ -92,3 +92,34 @@ def test_fit_takes_a_config_and_overrides():
     assert (a.w == b.w).all()
     with pytest.raises(TypeError, match="unknown training setting 'epoch'"):
         js.fit((x, y), None, config, epoch=3)
+
+
+def test_diagnose_config_checks_with_the_same_rules_and_keeps_plain_numbers():
+    import json
+
+    import numpy as np
+
+    from jax_softmax.config import DiagnoseConfig
+
+    config = DiagnoseConfig(batch_size=np.int64(50), lr=np.float32(0.5))
+    assert json.dumps(dataclasses.asdict(config))  # NumPy scalars kept as Python numbers
+    assert type(config.batch_size) is int and config.lr == 0.5
+    for settings, error, message in (
+        ({"lr": "0.1"}, TypeError, "lr must be a number, got '0.1'"),
+        ({"init_scale": -1.0}, ValueError, "init_scale must be finite and >= 0"),
+        ({"epochs": True}, ValueError, "epochs must be an integer >= 1, got True"),
+        ({"num_classes": 1}, ValueError, "num_classes must be an integer >= 2"),
+    ):
+        with pytest.raises(error, match=message):
+            DiagnoseConfig(**settings)
+
+
+def test_a_choice_must_be_one_of_the_names():
+    import numpy as np
+
+    from jax_softmax.config import SOLVE_METHODS, check_choice
+
+    check_choice("method", "lbfgs", SOLVE_METHODS)
+    for bad in ("LBFGS", np.array("lbfgs"), None):
+        with pytest.raises(ValueError, match=r"method must be one of \('newton-cg', 'lbfgs'\)"):
+            check_choice("method", bad, SOLVE_METHODS)

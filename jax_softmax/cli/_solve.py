@@ -27,8 +27,8 @@ from jax_softmax.cli._common import (
 from jax_softmax.cli._solve_data import SolveData, read_features, read_mnist
 from jax_softmax.config import SOLVE_METHODS
 
-# The solvers' names and default path, written out so that the parser needs no JAX
-# (tests/test_cli_solve.py checks them against jax_softmax.solvers).
+# The default path, written out so that the parser needs no JAX (the solvers' names are
+# config.SOLVE_METHODS; tests/cli/test_cli_solve.py checks both against jax_softmax.solvers).
 DEFAULT_PATH_TEXT = "0.01,0.1,1,10"
 
 

@@ -149,9 +149,9 @@ def merge_flags(recorded: Mapping[str, Any], given: Mapping[str, Any], source: s
     """
     before_deskewing = {"deskew": False}  # what a run recorded before deskewing existed did
     for name, value in given.items():
-        was = recorded.get(name, before_deskewing.get(name))
-        if name == "epochs" or was is None:
+        if name == "epochs" or name not in {**before_deskewing, **recorded}:
             continue
+        was = recorded.get(name, before_deskewing.get(name))
         if value != was:
             flag = "--" + name.replace("_", "-")
             raise ResumeError(

@@ -187,7 +187,3 @@ class LogisticRegression(ClassifierMixin, BaseEstimator):
         """``[n_samples, n_classes]``: for two classes ``[0, log-odds]``, which softmax reads the same."""
         scores = self.decision_function(X)
         return np.stack([np.zeros_like(scores), scores], axis=1) if scores.ndim == 1 else scores
-
-
-def _is_real(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))

@@ -231,6 +231,10 @@ def test_merge_flags_and_data_check():
         ResumeError, match=r"--batch-size 100 conflicts with the run in runs/a \(--batch-size 200\)"
     ):
         merge_flags(recorded, {"batch_size": 100}, "runs/a")
+    with pytest.raises(ResumeError, match=r"--deskew True conflicts .* \(--deskew False\)"):
+        merge_flags(recorded, {"deskew": True}, "runs/a")  # recorded before deskewing existed
+    with pytest.raises(ResumeError, match=r"--lr 0.5 conflicts .* \(--lr None\)"):
+        merge_flags({**recorded, "lr": None}, {"lr": 0.5}, "runs/a")  # a damaged record
     data = Mnist(*(Split(np.zeros((n, 784), np.float32), np.zeros(n, np.int32)) for n in (5, 2, 3)))
     check_same_data({"data_set": "MNIST", "split": {"train": 5, "validation": 2, "test": 3}}, data, "runs/a")
     with pytest.raises(ResumeError, match="runs/a was trained on MNIST with splits .*'train': 50"):

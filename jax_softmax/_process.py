@@ -185,7 +185,7 @@ def stop_signals_raised() -> Iterator[list[int]]:
     it. Afterwards the previous handlers are back. Outside the main thread, where no
     handler can be set, the list stays empty.
     """
-    previous = current_handlers()
+    previous = _current_handlers()
     received = raise_on_stop_signals() if previous else []
     previous_hook = sys.unraisablehook
 
@@ -198,18 +198,18 @@ def stop_signals_raised() -> Iterator[list[int]]:
         yield received
     finally:
         sys.unraisablehook = previous_hook
-        restore_handlers(previous)
+        _restore_handlers(previous)
 
 
-def current_handlers() -> dict[int, Any]:
-    """The handlers of SIGINT and SIGTERM now, for :func:`restore_handlers` (none outside the main thread)."""
+def _current_handlers() -> dict[int, Any]:
+    """The handlers of SIGINT and SIGTERM now (none outside the main thread), to restore later."""
     if threading.current_thread() is not threading.main_thread():
         return {}
     return {signum: _signal.getsignal(signum) for signum in STOP_SIGNALS}
 
 
-def restore_handlers(previous: Mapping[int, Any]) -> None:
-    """Sets the handlers :func:`current_handlers` returned back."""
+def _restore_handlers(previous: Mapping[int, Any]) -> None:
+    """Sets the handlers :func:`_current_handlers` returned back."""
     for signum, handler in previous.items():
         if handler is not None:
             _signal.signal(signum, handler)

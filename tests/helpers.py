@@ -40,7 +40,7 @@ def package_command(*args: str) -> list[str]:
 def run_cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     """``jax-softmax ARGS`` in a fresh process (``python -m jax_softmax``), output captured as text."""
     return subprocess.run(
-        [sys.executable, "-m", "jax_softmax", *args],
+        package_command(*args),
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -147,15 +147,14 @@ def merge_flags(recorded: Mapping[str, Any], given: Mapping[str, Any], source: s
     Raises:
       ResumeError: when a given flag other than ``epochs`` differs from the recorded one.
     """
-    before_deskewing = {"deskew": False}  # what a run recorded before deskewing existed did
+    was = {"deskew": False, **recorded}  # a run recorded before deskewing existed did not deskew
     for name, value in given.items():
-        if name == "epochs" or name not in {**before_deskewing, **recorded}:
+        if name == "epochs" or name not in was:
             continue
-        was = recorded.get(name, before_deskewing.get(name))
-        if value != was:
+        if value != was[name]:
             flag = "--" + name.replace("_", "-")
             raise ResumeError(
-                f"{flag} {value} conflicts with the run in {source} ({flag} {was}); "
+                f"{flag} {value} conflicts with the run in {source} ({flag} {was[name]}); "
                 f"leave {flag} out to continue that run, or train a new one with --out"
             )
     return {**recorded, **({"epochs": given["epochs"]} if "epochs" in given else {})}
